@@ -1,0 +1,101 @@
+"""Errors as RFC 9457 problem documents (``application/problem+json``)."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from erp_core.auth.security import PasswordPolicyError
+from erp_core.auth.service import AuthError, LoginLocked
+from erp_core.plugins.registry import DependencyError
+from erp_core.tenancy.service import TenantError
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _wants_html(request: Request) -> bool:
+    if request.url.path.startswith("/api/") or request.url.path.startswith("/hooks/"):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _html(
+    request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    from erp_core.web.templating import render_error
+
+    return render_error(request, status, detail, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        headers = getattr(exc, "headers", None)
+        if _wants_html(request):
+            return _html(request, exc.status_code, detail, headers)
+        return problem(exc.status_code, detail, headers=headers)
+
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(x for x in first["loc"] if x not in ("body", "query", "path"))
+        detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+        if _wants_html(request):
+            return _html(request, 422, detail)
+        return problem(422, detail, title="Invalid request", errors=errors)
+
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        status = 409 if isinstance(exc, DependencyError) else 422
+        if _wants_html(request):
+            return _html(request, status, str(exc))
+        return problem(status, str(exc))
+
+    async def locked(request: Request, exc: LoginLocked) -> Response:
+        return problem(429, str(exc), headers={"Retry-After": "60"})
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if _wants_html(request):
+            return _html(request, 500, "Something went wrong on our side; it has been logged.")
+        return problem(500, "internal error; it has been logged")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    for exc_type in (AuthError, TenantError, DependencyError, PasswordPolicyError):
+        app.add_exception_handler(exc_type, domain_error)
+    app.add_exception_handler(LoginLocked, locked)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,1 @@
+"""Kernel API routers."""

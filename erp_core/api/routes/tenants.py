@@ -1,0 +1,73 @@
+"""The current tenant and the tenants the caller belongs to."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from erp_core.audit.service import record
+from erp_core.auth.deps import CurrentPrincipal, DbSession, require
+from erp_core.auth.principal import Principal
+from erp_core.auth.service import user_tenants
+from erp_core.tenancy.models import Tenant
+from erp_core.tenancy.service import validate_settings
+
+router = APIRouter(prefix="/tenants", tags=["tenants"])
+
+
+class TenantOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    slug: str
+    name: str
+    currency: str
+    timezone: str
+    locale: str
+    theme: str
+
+
+class TenantPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    currency: str | None = None
+    timezone: str | None = None
+    locale: str | None = None
+
+
+@router.get("", response_model=list[TenantOut])
+def list_my_tenants(db: DbSession, principal: CurrentPrincipal) -> list[Tenant]:
+    """Tenants the authenticated user belongs to (a token sees only its own tenant)."""
+    if principal.via == "token":
+        t = db.get(Tenant, principal.tenant_id)
+        return [t] if t else []
+    return user_tenants(db, principal.user_id)
+
+
+@router.get("/current", response_model=TenantOut)
+def get_current(db: DbSession, p: Principal = Depends(require("core.tenant.read"))) -> Tenant:
+    tenant = db.get(Tenant, p.tenant_id)
+    assert tenant is not None
+    return tenant
+
+
+@router.patch("/current", response_model=TenantOut)
+def patch_current(
+    body: TenantPatch, db: DbSession, p: Principal = Depends(require("core.tenant.manage"))
+) -> Tenant:
+    tenant = db.get(Tenant, p.tenant_id)
+    assert tenant is not None
+    changes = body.model_dump(exclude_none=True)
+    merged = {**tenant.settings_dict(), **changes}
+    validate_settings(merged["currency"], merged["timezone"], merged["locale"])
+    for k, v in changes.items():
+        setattr(tenant, k, v.strip() if k == "name" else v)
+    record(
+        db,
+        "tenant.updated",
+        tenant_id=tenant.id,
+        actor=p.label,
+        actor_user_id=p.user_id,
+        details=changes,
+    )
+    db.commit()
+    return tenant

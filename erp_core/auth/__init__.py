@@ -1,0 +1,1 @@
+"""Authentication and authorisation: users, roles, sessions, API tokens, permissions."""

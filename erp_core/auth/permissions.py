@@ -1,0 +1,57 @@
+"""Kernel permissions, default roles, and permission-pattern matching.
+
+A role holds patterns: ``*`` (everything), ``core.*``, ``*.read``, an exact name, and negations
+such as ``!core.*`` that take precedence over every grant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+from erp_core.plugins.manifest import Permission
+
+KERNEL_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(name="core.tenant.read", title="View tenant settings"),
+    Permission(name="core.tenant.manage", title="Change tenant settings"),
+    Permission(name="core.users.read", title="View users"),
+    Permission(name="core.users.manage", title="Add, change and remove users"),
+    Permission(name="core.roles.read", title="View roles and permissions"),
+    Permission(name="core.roles.manage", title="Change roles and permissions"),
+    Permission(name="core.tokens.read", title="View API tokens"),
+    Permission(name="core.tokens.manage", title="Create and revoke API tokens"),
+    Permission(name="core.plugins.read", title="View installed plugins"),
+    Permission(name="core.plugins.manage", title="Enable and disable plugins"),
+    Permission(name="core.audit.read", title="View the audit log"),
+)
+
+#: Roles every new tenant starts with: name -> (title, patterns).
+DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
+    "owner": ("Owner", ["*"]),
+    "admin": ("Administrator", ["*", "!core.tenant.manage"]),
+    "staff": ("Staff", ["*", "!core.*", "core.tenant.read", "core.plugins.read"]),
+    "viewer": ("Viewer", ["*.read"]),
+}
+
+
+def valid_pattern(pattern: str) -> bool:
+    p = pattern[1:] if pattern.startswith("!") else pattern
+    return bool(p) and all(c.isalnum() or c in "._*" for c in p)
+
+
+def grants(patterns: Iterable[str], permission: str) -> bool:
+    """Whether ``patterns`` grant ``permission`` (negations win)."""
+    allowed = False
+    for p in patterns:
+        if p.startswith("!"):
+            if fnmatchcase(permission, p[1:]):
+                return False
+        elif fnmatchcase(permission, p):
+            allowed = True
+    return allowed
+
+
+def effective(patterns: Iterable[str], known: Iterable[str]) -> frozenset[str]:
+    """The concrete permissions among ``known`` that ``patterns`` grant."""
+    pats = list(patterns)
+    return frozenset(k for k in known if grants(pats, k))

@@ -1,0 +1,76 @@
+"""Declarative base shared by the kernel and every plugin, and the tenant-owned mixin."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, MetaData, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (so that SQLite's rowid autoincrement works).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware UTC datetime is required")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Every table of the kernel and of every plugin uses this metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime}
+
+
+class TenantScoped:
+    """Mixin for tenant-owned models.
+
+    Every ORM query on a subclass is filtered to the tenant bound to the session, and a query
+    with no tenant bound raises :class:`erp_core.tenancy.context.NoTenantError`. New rows get the
+    bound tenant's id, and flushing a row that belongs to another tenant raises. On PostgreSQL the
+    table also gets a row-level security policy (applied by ``erp migrate``).
+    """
+
+    #: Set to True on a model whose rows may exist before a tenant is known (audit events).
+    #: Rows with no tenant are visible only through :func:`erp_core.db.system_access`.
+    __tenant_nullable__ = False
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[int]:
+        return mapped_column(
+            BigId,
+            ForeignKey("core_tenant.id", ondelete="CASCADE"),
+            index=True,
+            nullable=bool(getattr(cls, "__tenant_nullable__", False)),
+        )

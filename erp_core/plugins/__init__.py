@@ -1,0 +1,1 @@
+"""The plugin system: manifests found by stevedore, behaviour dispatched by pluggy."""

@@ -1,0 +1,84 @@
+# mypy: disable-error-code="empty-body"
+"""Kernel hook specifications. Plugins implement them with ``@erp_core.hookimpl``.
+
+All hooks are called with keyword arguments; an implementation may accept any subset of them.
+Hooks run synchronously and do no network I/O: work that needs the network is enqueued as a task.
+Hooks that run inside a database transaction must flush, never commit.
+For a tenant, only the implementations of the plugins it has enabled run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("erp")
+hookimpl = pluggy.HookimplMarker("erp")
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from sqlalchemy.orm import Session
+
+    from erp_core.auth.principal import Principal
+    from erp_core.plugins.manifest import MenuItem
+    from erp_core.tenancy.models import Tenant
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+@hookspec
+def erp_startup(app: FastAPI) -> None:
+    """Called once per web process after every plugin is registered and its routers mounted.
+
+    Runs for every installed plugin, whatever tenants enabled it (it is process-wide).
+    """
+
+
+@hookspec
+def erp_tenant_created(session: Session, tenant: Tenant) -> None:
+    """A tenant was just created. Runs in the creating transaction: flush, never commit.
+
+    Only kernel built-ins run here (a new tenant has no plugin enabled yet).
+    """
+
+
+@hookspec
+def erp_tenant_plugin_enabled(session: Session, tenant: Tenant, plugin: str) -> None:
+    """``plugin`` was just enabled for ``tenant``; seed the tenant's data for it here.
+
+    Runs in the enabling transaction (flush, never commit), with the newly enabled plugin's
+    hooks already active. Called for each plugin enabled, so filter on ``plugin``.
+    """
+
+
+@hookspec
+def erp_tenant_plugin_disabled(session: Session, tenant: Tenant, plugin: str) -> None:
+    """``plugin`` was just disabled for ``tenant``. Data is kept; stop anything that runs.
+
+    Runs in the disabling transaction before the plugin's hooks are removed for the tenant.
+    """
+
+
+# --- web / UI -----------------------------------------------------------------------------
+
+
+@hookspec
+def erp_menu_items(tenant: Tenant, principal: Principal) -> list[MenuItem]:
+    """Dynamic menu entries for this tenant and user. Static entries belong in the manifest.
+
+    Return a list (possibly empty); the kernel filters entries by the user's permissions.
+    """
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+@hookspec
+def erp_audit_event(tenant_id: int | None, action: str, details: dict[str, Any]) -> None:
+    """A security-relevant event was recorded in the audit log (login, token use, ...).
+
+    Runs after the event is stored, for the tenant's enabled plugins; use it to forward
+    events (a SIEM, an office-suite alert). Do no network I/O here: enqueue a task.
+    """

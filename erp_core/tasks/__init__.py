@@ -1,0 +1,1 @@
+"""Background work: Celery app factory, tenant-aware tasks, periodic fan-out."""

@@ -1,0 +1,1 @@
+"""Tenancy: tenants, per-tenant settings and plugin enablement."""

@@ -1,0 +1,241 @@
+"""Creating tenants and enabling or disabling plugins for them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from erp_core.audit.service import record
+from erp_core.auth.models import Role
+from erp_core.auth.permissions import DEFAULT_ROLES
+from erp_core.db.base import utcnow
+from erp_core.db.session import bind_tenant, system_access
+from erp_core.plugins.registry import DependencyError
+from erp_core.tenancy.models import Tenant, TenantPlugin
+
+if TYPE_CHECKING:
+    from erp_core.plugins.registry import PluginRegistry
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+LOCALES = ("zh_CN", "en")
+
+
+class TenantError(ValueError):
+    """Invalid tenant data (bad slug, duplicate, unknown currency ...)."""
+
+
+def validate_settings(currency: str, timezone: str, locale: str) -> None:
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise TenantError(f"currency {currency!r} must be a three-letter ISO 4217 code like CNY")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TenantError(f"unknown time zone {timezone!r}") from None
+    if locale not in LOCALES:
+        raise TenantError(f"locale {locale!r} must be one of {', '.join(LOCALES)}")
+
+
+def create_tenant(
+    session: Session,
+    slug: str,
+    name: str,
+    *,
+    currency: str = "CNY",
+    timezone: str = "Asia/Shanghai",
+    locale: str = "zh_CN",
+    registry: PluginRegistry | None = None,
+) -> Tenant:
+    """Create a tenant with the default roles; binds ``session`` to it. Caller commits."""
+    if not SLUG_RE.match(slug):
+        raise TenantError(
+            f"slug {slug!r} must be 2-63 characters of lower-case letters, digits and '-'"
+        )
+    if not name.strip():
+        raise TenantError("name must not be empty")
+    validate_settings(currency, timezone, locale)
+    if session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
+        raise TenantError(f"tenant {slug!r} already exists")
+    tenant = Tenant(
+        slug=slug,
+        name=name.strip(),
+        currency=currency,
+        timezone=timezone,
+        locale=locale,
+        plugin_epoch=0,
+    )
+    session.add(tenant)
+    session.flush()
+    bind_tenant(session, tenant.id)
+    for role_name, (title, perms) in DEFAULT_ROLES.items():
+        session.add(
+            Role(tenant_id=tenant.id, name=role_name, title=title, permissions=perms, builtin=True)
+        )
+    session.flush()
+    if registry is not None:
+        registry.hooks_for(()).erp_tenant_created(session=session, tenant=tenant)
+    return tenant
+
+
+def get_tenant(session: Session, slug: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
+    if tenant is None:
+        raise TenantError(f"no tenant {slug!r}")
+    return tenant
+
+
+# --- plugin enablement -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnabledSet:
+    epoch: int
+    names: frozenset[str]
+
+
+_cache: dict[tuple[str, int], EnabledSet] = {}
+
+
+def enabled_plugins(session: Session, tenant_id: int) -> frozenset[str]:
+    """The plugins ``tenant_id`` has enabled: one indexed read of the epoch, cached rows."""
+    epoch = session.scalar(select(Tenant.plugin_epoch).where(Tenant.id == tenant_id))
+    if epoch is None:
+        return frozenset()
+    key = (str(session.get_bind().engine.url), tenant_id)
+    hit = _cache.get(key)
+    if hit is not None and hit.epoch == epoch:
+        return hit.names
+    with system_access(session):
+        names = frozenset(
+            session.scalars(
+                select(TenantPlugin.plugin).where(
+                    TenantPlugin.tenant_id == tenant_id, TenantPlugin.enabled.is_(True)
+                )
+            )
+        )
+    _cache[key] = EnabledSet(epoch, names)
+    return names
+
+
+def _bump_epoch(session: Session, tenant_id: int) -> None:
+    session.execute(
+        update(Tenant).where(Tenant.id == tenant_id).values(plugin_epoch=Tenant.plugin_epoch + 1)
+    )
+
+
+def enable_plugin(
+    session: Session,
+    registry: PluginRegistry,
+    tenant: Tenant,
+    name: str,
+    *,
+    with_dependencies: bool = False,
+    actor: str = "",
+    actor_user_id: int | None = None,
+) -> list[str]:
+    """Enable ``name`` for ``tenant``; return the plugins newly enabled (in order).
+
+    Refuses with :class:`DependencyError` naming what is missing unless ``with_dependencies``.
+    Caller commits; the change is visible to every process as soon as it does.
+    """
+    if name not in registry.plugins:
+        broken = next((b for b in registry.broken if b.name == name), None)
+        if broken is not None:
+            raise DependencyError(f"plugin {name!r} cannot be enabled: {broken.error}")
+        raise DependencyError(f"plugin {name!r} is not installed")
+    bind_tenant(session, tenant.id)
+    current = set(enabled_plugins(session, tenant.id))
+    if name in current:
+        return []
+    needed = [d for d in registry.requirements(name) if d not in current]
+    if needed and not with_dependencies:
+        raise DependencyError(
+            f"plugin {name!r} needs {', '.join(needed)} enabled first "
+            f"(enable {'it' if len(needed) == 1 else 'them'}, or ask to enable dependencies too)"
+        )
+    newly = [*needed, name]
+    rows = {
+        r.plugin: r
+        for r in session.scalars(
+            select(TenantPlugin).where(
+                TenantPlugin.tenant_id == tenant.id, TenantPlugin.plugin.in_(newly)
+            )
+        )
+    }
+    for n in newly:
+        row = rows.get(n)
+        if row is None:
+            row = TenantPlugin(tenant_id=tenant.id, plugin=n)
+            session.add(row)
+        row.enabled = True
+        row.enabled_version = registry.manifest(n).version
+        row.updated_at = utcnow()
+    _bump_epoch(session, tenant.id)
+    session.flush()
+    hooks = registry.hooks_for(current | set(newly))
+    for n in newly:
+        hooks.erp_tenant_plugin_enabled(session=session, tenant=tenant, plugin=n)
+        record(
+            session,
+            "plugin.enabled",
+            tenant_id=tenant.id,
+            actor=actor,
+            actor_user_id=actor_user_id,
+            target=n,
+            hooks=hooks,
+        )
+    session.flush()
+    return newly
+
+
+def disable_plugin(
+    session: Session,
+    registry: PluginRegistry,
+    tenant: Tenant,
+    name: str,
+    *,
+    actor: str = "",
+    actor_user_id: int | None = None,
+) -> bool:
+    """Disable ``name`` for ``tenant`` (data is kept). Returns False if it was not enabled.
+
+    Refuses with :class:`DependencyError` when another enabled plugin needs it.
+    """
+    bind_tenant(session, tenant.id)
+    current = set(enabled_plugins(session, tenant.id))
+    if name not in current:
+        if name not in registry.plugins and not any(b.name == name for b in registry.broken):
+            raise DependencyError(f"plugin {name!r} is not installed")
+        return False
+    if name in registry.plugins:
+        users = registry.dependents(name, current)
+        if users:
+            raise DependencyError(
+                f"plugin {name!r} cannot be disabled: {', '.join(sorted(users))} "
+                f"{'needs' if len(users) == 1 else 'need'} it (disable "
+                f"{'that' if len(users) == 1 else 'those'} first)"
+            )
+        hooks = registry.hooks_for(current)
+        hooks.erp_tenant_plugin_disabled(session=session, tenant=tenant, plugin=name)
+    row = session.scalar(
+        select(TenantPlugin).where(TenantPlugin.tenant_id == tenant.id, TenantPlugin.plugin == name)
+    )
+    assert row is not None
+    row.enabled = False
+    row.updated_at = utcnow()
+    _bump_epoch(session, tenant.id)
+    record(
+        session,
+        "plugin.disabled",
+        tenant_id=tenant.id,
+        actor=actor,
+        actor_user_id=actor_user_id,
+        target=name,
+        hooks=registry.hooks_for(current - {name}),
+    )
+    session.flush()
+    return True

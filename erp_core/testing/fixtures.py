@@ -1,0 +1,178 @@
+"""pytest plugin (entry point ``pytest11: erp``): fixtures for testing the kernel and plugins.
+
+The database is SQLite in a temporary folder, or the PostgreSQL database named by
+``ERP_TEST_DATABASE_URL``; it is migrated once per session and emptied after every test that
+used it. ``ERP_TEST_BROKER_URL`` selects the task broker for worker tests (default: embedded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from erp_core.db.session import Database
+    from erp_core.plugins.registry import PluginRegistry
+    from erp_core.settings import Settings
+
+PASSWORD = "correct-horse-battery"
+
+
+@dataclass
+class TenantFixture:
+    """A tenant with an owner who can log in and an owner API token."""
+
+    id: int
+    slug: str
+    email: str
+    password: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+def erp_var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("erp-var")
+
+
+@pytest.fixture(scope="session")
+def erp_settings(erp_var_dir: Path) -> Settings:
+    from erp_core.settings import load_settings
+
+    url = os.environ.get("ERP_TEST_DATABASE_URL") or f"sqlite:///{erp_var_dir / 'erp.sqlite'}"
+    broker = os.environ.get("ERP_TEST_BROKER_URL") or f"sqla+sqlite:///{erp_var_dir / 'broker.sqlite'}"
+    return load_settings(database_url=url, broker_url=broker, var_dir=str(erp_var_dir),
+                         secret_key="test-secret", login_max_failures=5)
+
+
+@pytest.fixture(scope="session")
+def erp_registry(erp_settings: Settings) -> PluginRegistry:
+    from erp_core.plugins.registry import PluginRegistry
+
+    return PluginRegistry.discover(erp_settings.plugins or None)
+
+
+@pytest.fixture(scope="session")
+def erp_database(erp_settings: Settings, erp_registry: PluginRegistry) -> Iterator[Database]:
+    from erp_core.db.migrate import upgrade
+    from erp_core.db.session import Database
+
+    database = Database(erp_settings.resolved_database_url())
+    _drop_everything(database)
+    upgrade(erp_settings, erp_registry, database.engine)
+    yield database
+    database.dispose()
+
+
+def _drop_everything(database: Database) -> None:
+    """Start from an empty database (a PostgreSQL test database may hold an earlier run)."""
+    from sqlalchemy import MetaData, text
+
+    if database.is_postgres:
+        with database.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    else:
+        md = MetaData()
+        md.reflect(database.engine)
+        md.drop_all(database.engine)
+
+
+def empty_tables(database: Database) -> None:
+    """Delete every row of every table except Alembic's, and forget cached plugin sets."""
+    from sqlalchemy import MetaData, text
+
+    from erp_core.tenancy import service
+
+    service._cache.clear()
+    md = MetaData()
+    md.reflect(database.engine)
+    names = [t.name for t in md.sorted_tables if t.name != "alembic_version"]
+    with database.engine.begin() as conn:
+        if database.is_postgres:
+            conn.execute(text("SELECT set_config('erp.all_tenants', 'on', true)"))
+            quoted = ", ".join(f'"{n}"' for n in names)
+            conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        else:
+            for n in reversed(names):
+                conn.execute(text(f'DELETE FROM "{n}"'))
+
+
+@pytest.fixture
+def erp_db(erp_database: Database) -> Iterator[Database]:
+    """The migrated database, emptied after the test."""
+    yield erp_database
+    empty_tables(erp_database)
+
+
+@pytest.fixture
+def erp_app(erp_settings: Settings, erp_registry: PluginRegistry, erp_db: Database) -> FastAPI:
+    from erp_core.app import create_app
+
+    return create_app(erp_settings, registry=erp_registry, db=erp_db)
+
+
+@pytest.fixture
+def client(erp_app: FastAPI) -> Iterator[TestClient]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(erp_app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def make_tenant(erp_db: Database, erp_registry: PluginRegistry) -> Any:
+    """Factory: ``make_tenant("acme", plugins=("test_alpha",), role="owner")``."""
+    from erp_core.auth import service
+    from erp_core.tenancy.service import create_tenant, enable_plugin
+
+    known = [p.name for p in erp_registry.permissions()]
+
+    def make(slug: str, *, plugins: tuple[str, ...] = (), role: str = "owner",
+             email: str | None = None, password: str = PASSWORD) -> TenantFixture:
+        email = email or f"owner@{slug}.test"
+        with erp_db.session() as s, s.begin():
+            tenant = create_tenant(s, slug, slug.title(), registry=erp_registry)
+            user = service.get_user(s, email) or service.create_user(s, email, password)
+            service.add_member(s, tenant, user, role)
+            for p in plugins:
+                enable_plugin(s, erp_registry, tenant, p, with_dependencies=True)
+            _, token = service.create_token(s, tenant, user, name="test", scopes=["*"],
+                                            known_permissions=known)
+            return TenantFixture(tenant.id, slug, email, password, token)
+
+    return make
+
+
+def login(client: TestClient, email: str, password: str = PASSWORD,
+          tenant: str = "") -> Any:
+    """Log in through the real form (CSRF cookie included); returns the final response."""
+    import re
+
+    page = client.get("/login")
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, "login form has no CSRF token"
+    return client.post("/login", data={"email": email, "password": password,
+                                       "csrf_token": match.group(1), "tenant": tenant},
+                       follow_redirects=False)
+
+
+def csrf_of(client: TestClient) -> str:
+    """The CSRF token of the logged-in session (as pages embed it)."""
+    import re
+
+    page = client.get("/")
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, "page has no CSRF token"
+    return match.group(1)
