@@ -131,7 +131,7 @@ def _resolve(request: Request, db: Session) -> Principal | None:
     if us is None:
         return None
     user = db.get(User, us.user_id)
-    tenant = db.get(Tenant, us.tenant_id)
+    tenant = db.get(Tenant, us.active_tenant_id)
     if user is None or tenant is None:
         return None
     return service.principal_for(db, user, tenant, known, via="session", user_session=us)

@@ -83,7 +83,9 @@ class UserSession(Base):
     user_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("core_user.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    tenant_id: Mapped[int] = mapped_column(
+    # The tenant the user is working in now (switchable). Not named tenant_id: a session
+    # belongs to a user, not to a tenant, so it is not tenant-scoped.
+    active_tenant_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("core_tenant.id", ondelete="CASCADE"), nullable=False
     )
     csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -234,7 +234,7 @@ def create_session(
     row = UserSession(
         key_hash=security.digest(key),
         user_id=user.id,
-        tenant_id=tenant.id,
+        active_tenant_id=tenant.id,
         csrf_token=security.new_csrf_token(),
         expires_at=utcnow() + timedelta(hours=settings.session_hours),
     )

@@ -51,9 +51,16 @@ def erp_settings(erp_var_dir: Path) -> Settings:
     from erp_core.settings import load_settings
 
     url = os.environ.get("ERP_TEST_DATABASE_URL") or f"sqlite:///{erp_var_dir / 'erp.sqlite'}"
-    broker = os.environ.get("ERP_TEST_BROKER_URL") or f"sqla+sqlite:///{erp_var_dir / 'broker.sqlite'}"
-    return load_settings(database_url=url, broker_url=broker, var_dir=str(erp_var_dir),
-                         secret_key="test-secret", login_max_failures=5)
+    broker = os.environ.get("ERP_TEST_BROKER_URL") or (
+        f"sqla+sqlite:///{erp_var_dir / 'broker.sqlite'}"
+    )
+    return load_settings(
+        database_url=url,
+        broker_url=broker,
+        var_dir=str(erp_var_dir),
+        secret_key="test-secret",
+        login_max_failures=5,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -139,8 +146,14 @@ def make_tenant(erp_db: Database, erp_registry: PluginRegistry) -> Any:
 
     known = [p.name for p in erp_registry.permissions()]
 
-    def make(slug: str, *, plugins: tuple[str, ...] = (), role: str = "owner",
-             email: str | None = None, password: str = PASSWORD) -> TenantFixture:
+    def make(
+        slug: str,
+        *,
+        plugins: tuple[str, ...] = (),
+        role: str = "owner",
+        email: str | None = None,
+        password: str = PASSWORD,
+    ) -> TenantFixture:
         email = email or f"owner@{slug}.test"
         with erp_db.session() as s, s.begin():
             tenant = create_tenant(s, slug, slug.title(), registry=erp_registry)
@@ -148,24 +161,26 @@ def make_tenant(erp_db: Database, erp_registry: PluginRegistry) -> Any:
             service.add_member(s, tenant, user, role)
             for p in plugins:
                 enable_plugin(s, erp_registry, tenant, p, with_dependencies=True)
-            _, token = service.create_token(s, tenant, user, name="test", scopes=["*"],
-                                            known_permissions=known)
+            _, token = service.create_token(
+                s, tenant, user, name="test", scopes=["*"], known_permissions=known
+            )
             return TenantFixture(tenant.id, slug, email, password, token)
 
     return make
 
 
-def login(client: TestClient, email: str, password: str = PASSWORD,
-          tenant: str = "") -> Any:
+def login(client: TestClient, email: str, password: str = PASSWORD, tenant: str = "") -> Any:
     """Log in through the real form (CSRF cookie included); returns the final response."""
     import re
 
     page = client.get("/login")
     match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert match, "login form has no CSRF token"
-    return client.post("/login", data={"email": email, "password": password,
-                                       "csrf_token": match.group(1), "tenant": tenant},
-                       follow_redirects=False)
+    return client.post(
+        "/login",
+        data={"email": email, "password": password, "csrf_token": match.group(1), "tenant": tenant},
+        follow_redirects=False,
+    )
 
 
 def csrf_of(client: TestClient) -> str:

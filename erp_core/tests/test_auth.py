@@ -49,8 +49,7 @@ def test_unknown_user_gets_the_same_answer(client, make_tenant, erp_db):
 
 def test_login_without_csrf_is_refused(client, make_tenant):
     t = make_tenant("acme")
-    r = client.post("/login", data={"email": t.email, "password": PASSWORD},
-                    follow_redirects=False)
+    r = client.post("/login", data={"email": t.email, "password": PASSWORD}, follow_redirects=False)
     assert r.status_code == 403
     assert "erp_session" not in r.headers.get("set-cookie", "")
 
@@ -73,8 +72,9 @@ def test_state_changing_form_needs_csrf_token(client, make_tenant):
     assert r.status_code == 403
     assert r.headers["content-type"].startswith("application/problem+json")
     token = csrf_of(client)
-    r = client.post("/api/v1/alpha/notes", json={"text": "with csrf"},
-                    headers={"X-CSRF-Token": token})
+    r = client.post(
+        "/api/v1/alpha/notes", json={"text": "with csrf"}, headers={"X-CSRF-Token": token}
+    )
     assert r.status_code == 201, r.text
 
 
@@ -103,8 +103,11 @@ def test_user_in_two_tenants_switches(client, make_tenant):
     assert client.get("/api/v1/tenants/current").json()["slug"] == "acme"
     slugs = {t["slug"] for t in client.get("/api/v1/tenants").json()}
     assert slugs == {"acme", "bolt"}
-    r = client.post("/switch-tenant", data={"tenant": "bolt", "csrf_token": csrf_of(client)},
-                    follow_redirects=False)
+    r = client.post(
+        "/switch-tenant",
+        data={"tenant": "bolt", "csrf_token": csrf_of(client)},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     assert client.get("/api/v1/tenants/current").json()["slug"] == "bolt"
 
@@ -113,8 +116,11 @@ def test_switch_to_foreign_tenant_is_404(client, make_tenant):
     a = make_tenant("acme")
     make_tenant("bolt")
     login(client, a.email)
-    r = client.post("/switch-tenant", data={"tenant": "bolt", "csrf_token": csrf_of(client)},
-                    follow_redirects=False)
+    r = client.post(
+        "/switch-tenant",
+        data={"tenant": "bolt", "csrf_token": csrf_of(client)},
+        follow_redirects=False,
+    )
     assert r.status_code == 404
 
 
@@ -151,8 +157,9 @@ def test_revoked_token_is_refused(client, make_tenant):
 
 def test_token_scopes_limit_permissions(client, make_tenant):
     t = make_tenant("acme", plugins=("test_alpha",))
-    created = client.post("/api/v1/tokens", json={"name": "ro", "scopes": ["*.read"]},
-                          headers=t.auth).json()
+    created = client.post(
+        "/api/v1/tokens", json={"name": "ro", "scopes": ["*.read"]}, headers=t.auth
+    ).json()
     ro = {"Authorization": f"Bearer {created['token']}"}
     assert client.get("/api/v1/alpha/notes", headers=ro).status_code == 200
     r = client.post("/api/v1/alpha/notes", json={"text": "x"}, headers=ro)
@@ -162,37 +169,51 @@ def test_token_scopes_limit_permissions(client, make_tenant):
 
 def test_garbage_tokens_are_401_not_500(client, make_tenant):
     make_tenant("acme")
-    for value in ("Bearer", "Bearer nonsense", "Basic abc", "Bearer erp_x_y",
-                  "Bearer erp_0123456789abcdef_wrong"):
+    for value in (
+        "Bearer",
+        "Bearer nonsense",
+        "Basic abc",
+        "Bearer erp_x_y",
+        "Bearer erp_0123456789abcdef_wrong",
+    ):
         r = client.get("/api/v1/tenants/current", headers={"Authorization": value})
         assert r.status_code == 401, value
 
 
 def test_unknown_scope_is_rejected(client, make_tenant):
     t = make_tenant("acme")
-    r = client.post("/api/v1/tokens", json={"name": "x", "scopes": ["no.such.permission"]},
-                    headers=t.auth)
+    r = client.post(
+        "/api/v1/tokens", json={"name": "x", "scopes": ["no.such.permission"]}, headers=t.auth
+    )
     assert r.status_code == 422
     assert "unknown permission" in r.json()["detail"]
 
 
 def test_viewer_cannot_manage_users(client, make_tenant, erp_registry):
     t = make_tenant("acme")
-    r = client.post("/api/v1/users", json={"email": "v@acme.test", "role": "viewer",
-                                           "password": "viewer-password-1"}, headers=t.auth)
+    r = client.post(
+        "/api/v1/users",
+        json={"email": "v@acme.test", "role": "viewer", "password": "viewer-password-1"},
+        headers=t.auth,
+    )
     assert r.status_code == 201
     login(client, "v@acme.test", "viewer-password-1")
     assert client.get("/api/v1/users").status_code == 200
-    r = client.post("/api/v1/users", json={"email": "x@acme.test", "role": "owner",
-                                           "password": "another-password"},
-                    headers={"X-CSRF-Token": csrf_of(client)})
+    r = client.post(
+        "/api/v1/users",
+        json={"email": "x@acme.test", "role": "owner", "password": "another-password"},
+        headers={"X-CSRF-Token": csrf_of(client)},
+    )
     assert r.status_code == 403
 
 
 def test_role_change_is_audited(client, make_tenant, erp_db):
     t = make_tenant("acme")
-    r = client.post("/api/v1/roles", json={"name": "packer", "title": "Packer",
-                                           "permissions": ["core.tenant.read"]}, headers=t.auth)
+    r = client.post(
+        "/api/v1/roles",
+        json={"name": "packer", "title": "Packer", "permissions": ["core.tenant.read"]},
+        headers=t.auth,
+    )
     assert r.status_code == 201, r.text
     rid = r.json()["id"]
     r = client.patch(f"/api/v1/roles/{rid}", json={"permissions": ["*.read"]}, headers=t.auth)

@@ -176,7 +176,7 @@ def switch_tenant(
         raise HTTPException(404, f"you are not a member of tenant {tenant!r}")
     us = db.scalar(select(UserSession).where(UserSession.id == principal.session_id))
     assert us is not None
-    us.tenant_id = target.id
+    us.active_tenant_id = target.id
     record(
         db,
         "tenant.switched",

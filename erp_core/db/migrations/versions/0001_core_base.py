@@ -176,16 +176,18 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(length=128), nullable=False),
         sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
-            "tenant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+            "active_tenant_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
         ),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["tenant_id"],
+            ["active_tenant_id"],
             ["core_tenant.id"],
-            name=op.f("fk_core_session_tenant_id_core_tenant"),
+            name=op.f("fk_core_session_active_tenant_id_core_tenant"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
