@@ -118,7 +118,7 @@ def migrate(click_ctx: click.Context) -> None:
     applied = upgrade(c.settings, c.registry, c.db.engine)
     for b in c.registry.broken:
         click.echo(f"warning: plugin {b.name} skipped: {b.error}", err=True)
-    click.echo(f"database is up to date ({len(applied)} branch head(s) changed)")
+    click.echo(f"database is up to date ({len(applied)} revision(s) applied)")
 
 
 @migrate.command("downgrade")

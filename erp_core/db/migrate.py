@@ -69,29 +69,24 @@ def alembic_config(settings: Settings, registry: PluginRegistry, url: str | None
 
 
 def heads(cfg: Config) -> dict[str, str]:
-    """Branch label -> head revision of the code."""
+    """Branch label -> head revision of that branch in the code."""
     script = ScriptDirectory.from_config(cfg)
+    labels = {label for rev in script.walk_revisions() for label in rev.branch_labels}
     out: dict[str, str] = {}
-    for rev in script.get_revisions("heads"):
+    for label in sorted(labels):
+        rev = script.get_revision(f"{label}@head")
         assert rev is not None
-        labels = _branch_of(script, rev.revision)
-        for label in labels:
-            out[label] = rev.revision
+        out[label] = rev.revision
     return out
 
 
-def _branch_of(script: ScriptDirectory, revision: str) -> set[str]:
-    rev = script.get_revision(revision)
-    labels: set[str] = set()
-    while rev is not None:
-        labels |= set(rev.branch_labels)
-        if labels:
-            return labels
-        down = rev.down_revision
-        if down is None or isinstance(down, (tuple, list)):
-            return labels
-        rev = script.get_revision(down)
-    return labels
+def applied(cfg: Config, engine: Engine) -> set[str]:
+    """Every revision the database has applied (the current heads and all they build on)."""
+    script = ScriptDirectory.from_config(cfg)
+    tops = current(engine)
+    if not tops:
+        return set()
+    return {r.revision for r in script.iterate_revisions(tuple(tops), "base") if r is not None}
 
 
 def current(engine: Engine) -> set[str]:
@@ -102,17 +97,16 @@ def current(engine: Engine) -> set[str]:
 def upgrade(settings: Settings, registry: PluginRegistry, engine: Engine) -> list[str]:
     """Upgrade every installed branch to head; apply row-level security on PostgreSQL.
 
-    Returns the revisions that were applied.
+    Returns the revisions that were applied by this call.
     """
     cfg = alembic_config(settings, registry, url=engine.url.render_as_string(hide_password=False))
-    before = current(engine)
+    before = applied(cfg, engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")
     if engine.dialect.name == "postgresql":
         apply_rls(engine)
-    after = current(engine)
-    return sorted(after - before)
+    return sorted(applied(cfg, engine) - before)
 
 
 def downgrade_branch(

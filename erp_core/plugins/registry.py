@@ -115,17 +115,19 @@ class PluginRegistry:
                 order.remove(name)
                 continue
             self._modules[name] = registered
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            offender = str(exc.plugin_name).split(":", 1)[0] if hasattr(exc, "plugin_name") else ""
-            if offender in candidates:
+        while True:  # drop every plugin that implements a hook nobody declared
+            try:
+                self.pm.check_pending()
+                break
+            except pluggy.PluginValidationError as exc:
+                pname = self.pm.get_name(exc.plugin) or ""
+                offender = pname.split(":", 1)[0]
+                if offender not in candidates:
+                    raise
                 for m in self._modules.pop(offender, []):
                     self.pm.unregister(m)
                 self._break(candidates.pop(offender), f"unknown hook: {exc}")
                 order.remove(offender)
-            else:
-                raise
 
         self.order: list[str] = order
         self.plugins: dict[str, InstalledPlugin] = {n: candidates[n] for n in order}
