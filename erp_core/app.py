@@ -15,7 +15,6 @@ from erp_core.api import problems
 from erp_core.api.routes import audit, health, plugins, tenants, tokens, users
 from erp_core.auth.deps import require_plugin
 from erp_core.db.session import Database
-from erp_core.plugins.manifest import BrokenPlugin
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings, get_settings
 from erp_core.web import auth_views
@@ -27,22 +26,29 @@ API_PREFIX = "/api/v1"
 
 
 def route_permission(route: APIRoute) -> str | None:
-    """The permission a route declares, ``"public"`` for public routes, None if it declares none."""
+    """The permission a route declares, ``"public"`` for public routes, ``"authenticated"`` for
+    routes any signed-in member may call (they depend on the principal, e.g. logout), None if
+    it declares none. A permission wins over the other two."""
+    found: str | None = None
     stack = list(route.dependant.dependencies)
     while stack:
         dep = stack.pop()
         call = dep.call
-        if getattr(call, "erp_public", False):
-            return "public"
         perm = getattr(call, "erp_permission", None)
         if perm:
             return str(perm)
+        if getattr(call, "erp_authenticated", False):
+            found = "authenticated"
+        elif getattr(call, "erp_public", False) and found is None:
+            found = "public"
         stack.extend(dep.dependencies)
-    return None
+    return found
 
 
 def _mount_plugin_routers(app: FastAPI, registry: PluginRegistry) -> None:
     for name in list(registry.order):
+        if name not in registry.plugins:  # removed with a dependency that failed
+            continue
         m = registry.manifest(name)
         routers: list[tuple[APIRouter, str]] = []
         try:
@@ -51,10 +57,11 @@ def _mount_plugin_routers(app: FastAPI, registry: PluginRegistry) -> None:
                 router = getattr(importlib.import_module(modname), attr)
                 if not isinstance(router, APIRouter):
                     raise TypeError(f"{mount.target} is not an APIRouter")
+                # a plugin route names its permission (or is public); being signed in is not enough
                 undeclared = [
                     r.path
                     for r in router.routes
-                    if isinstance(r, APIRoute) and route_permission(r) is None
+                    if isinstance(r, APIRoute) and route_permission(r) in (None, "authenticated")
                 ]
                 if undeclared:
                     raise ValueError(
@@ -63,15 +70,8 @@ def _mount_plugin_routers(app: FastAPI, registry: PluginRegistry) -> None:
                 prefix = (API_PREFIX if mount.kind == "api" else "") + mount.prefix
                 routers.append((router, prefix))
         except Exception as exc:
-            registry.broken.append(
-                BrokenPlugin(
-                    name,
-                    registry.plugins[name].group,
-                    f"routers failed to load: {type(exc).__name__}: {exc}",
-                    registry.plugins[name].distribution,
-                )
-            )
             log.error("plugin %s routers failed to load: %s", name, exc)
+            registry.remove(name, f"routers failed to load: {type(exc).__name__}: {exc}")
             continue
         for router, prefix in routers:
             app.include_router(router, prefix=prefix, dependencies=[Depends(require_plugin(name))])
@@ -103,7 +103,6 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.registry = registry
-    app.state.known_permissions = [p.name for p in registry.permissions()]
     problems.install(app)
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
@@ -112,6 +111,8 @@ def create_app(
     app.include_router(api)
     app.include_router(auth_views.router)
     _mount_plugin_routers(app, registry)
+    # after mounting: a plugin whose routers failed is gone, and so are its permissions
+    app.state.known_permissions = [p.name for p in registry.permissions()]
     app.state.templates = make_templates(registry)
     app.mount(
         "/static/core",

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError as AlembicCommandError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -86,7 +85,16 @@ class ErpGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except SQLAlchemyError as exc:
             msg = str(exc.__cause__ or exc).splitlines()[0]
+            if "no such table" in msg or ("relation" in msg and "does not exist" in msg):
+                raise click.ClickException(
+                    f"the database is not migrated ({msg}); run 'erp migrate' first"
+                ) from None
             raise click.ClickException(f"database error: {msg}") from None
+        except (AlembicCommandError, RevisionError) as exc:
+            raise click.ClickException(
+                f"migration error: {exc}. If a plugin was uninstalled before its tables were "
+                "removed, reinstall it, run 'erp migrate downgrade PLUGIN', then uninstall it"
+            ) from None
 
 
 pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
@@ -181,24 +189,25 @@ def migrate_revision(c: Ctx, branch: str, message: str, empty: bool) -> None:
 @pass_ctx
 def serve(c: Ctx, host: str | None, port: int | None, demo: bool, no_worker: bool) -> None:
     """Run the web server (and, in embedded mode, a worker and the scheduler beside it)."""
+    from contextlib import ExitStack
+
     import uvicorn
 
     from erp_core.app import create_app
+    from erp_core.tasks.process import embedded_worker, exit_on_sigterm
 
     if demo:
         from erp_core.db.migrate import upgrade
         from erp_core.demo import ensure_demo
 
         upgrade(c.settings, c.registry, c.db.engine)
-        for line in ensure_demo(c.db, c.registry, c.settings):
+        for line in ensure_demo(c.db, c.registry, c.settings, host, port):
             click.echo(line)
-    child: subprocess.Popen[bytes] | None = None
-    if c.settings.run_embedded_worker and not no_worker:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "erp_core.cli", "worker", "--beat"], env=os.environ.copy()
-        )
-        click.echo(f"embedded worker and scheduler started (pid {child.pid})")
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(exit_on_sigterm())
+        if c.settings.run_embedded_worker and not no_worker:
+            child = stack.enter_context(embedded_worker())
+            click.echo(f"embedded worker and scheduler started (pid {child.pid})")
         h = host or c.settings.host
         p = port or c.settings.port
         click.echo(f"serving on http://{h}:{p}")
@@ -208,13 +217,6 @@ def serve(c: Ctx, host: str | None, port: int | None, demo: bool, no_worker: boo
             port=p,
             log_level=c.settings.log_level.lower(),
         )
-    finally:
-        if child is not None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
 
 
 @main.command()
@@ -226,35 +228,45 @@ def serve(c: Ctx, host: str | None, port: int | None, demo: bool, no_worker: boo
     show_default=True,
     type=click.Choice(["threads", "prefork", "solo"]),
 )
+@click.option(
+    "--visibility-timeout",
+    default=None,
+    type=click.FloatRange(min=0.5),
+    help="Seconds after which a task taken by a worker that died is delivered again "
+    "(default 3600).",
+)
+@click.option("--parent-pid", default=None, type=int, hidden=True)
 @pass_ctx
-def worker(c: Ctx, beat: bool, concurrency: int, pool: str) -> None:
+def worker(
+    c: Ctx,
+    beat: bool,
+    concurrency: int,
+    pool: str,
+    visibility_timeout: float | None,
+    parent_pid: int | None,
+) -> None:
     """Run a Celery worker for every installed plugin's tasks."""
-    from erp_core.tasks.app import make_celery
-    from erp_core.tasks.runtime import Runtime, set_runtime
+    from erp_core.tasks.process import run_worker
 
-    set_runtime(Runtime(c.settings, c.db, c.registry))
-    app = make_celery(c.settings, c.registry)
-    argv = [
-        "worker",
-        f"--loglevel={c.settings.log_level}",
-        f"--pool={pool}",
-        f"--concurrency={concurrency}",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if beat:
-        argv.append("--beat")
-    app.worker_main(argv)
+    run_worker(
+        c.settings,
+        c.db,
+        c.registry,
+        beat=beat,
+        concurrency=concurrency,
+        pool=pool,
+        visibility_timeout=visibility_timeout,
+        parent_pid=parent_pid,
+    )
 
 
 @main.command()
 @pass_ctx
 def beat(c: Ctx) -> None:
     """Run the scheduler (periodic tasks of every installed plugin)."""
-    from erp_core.tasks.app import make_celery
+    from erp_core.tasks.process import run_beat
 
-    app = make_celery(c.settings, c.registry)
-    app.start(["beat", f"--loglevel={c.settings.log_level}"])
+    run_beat(c.settings, c.registry)
 
 
 # --- tenants, users, tokens ---------------------------------------------------------------

@@ -14,7 +14,13 @@ DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.example.com"
 
 
-def ensure_demo(db: Database, registry: PluginRegistry, settings: Settings) -> list[str]:
+def ensure_demo(
+    db: Database,
+    registry: PluginRegistry,
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+) -> list[str]:
     """Create the demo tenant and its owner once; enable every installed plugin for it.
 
     The owner's password is generated on first run and kept in ``var/demo-login.txt``.
@@ -43,6 +49,6 @@ def ensure_demo(db: Database, registry: PluginRegistry, settings: Settings) -> l
     password = cred.read_text(encoding="utf-8").strip()
     return [
         f"demo tenant: {DEMO_SLUG}",
-        f"log in at http://{settings.host}:{settings.port}/login as {DEMO_EMAIL} "
+        f"log in at http://{host or settings.host}:{port or settings.port}/login as {DEMO_EMAIL} "
         f"with password {password}",
     ]

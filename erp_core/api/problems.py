@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from erp_core.auth.security import PasswordPolicyError
@@ -19,6 +21,28 @@ from erp_core.tenancy.service import TenantError
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+
+#: Errors raised when request data reaches the database but cannot be stored: an integer or
+#: date out of range (``OverflowError``, raw from SQLite or wrapped by SQLAlchemy), text with
+#: unpaired surrogates (``UnicodeEncodeError``), and what PostgreSQL refuses (``DataError``:
+#: NUL characters, too long, out of range).
+UNSTORABLE: tuple[type[Exception], ...] = (OverflowError, UnicodeEncodeError, DataError)
+
+
+def is_unstorable(exc: BaseException) -> bool:
+    return isinstance(exc, UNSTORABLE) or (
+        isinstance(exc, StatementError) and isinstance(exc.orig, UNSTORABLE)
+    )
+
+
+class ProblemResponse(JSONResponse):
+    """A problem document, ASCII-escaped so that anything echoed from the request (a field
+    name with an unpaired surrogate, say) can always be encoded."""
+
+    media_type = PROBLEM
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def problem(
@@ -36,7 +60,7 @@ def problem(
         "detail": detail,
     }
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def _wants_html(request: Request) -> bool:
@@ -81,7 +105,24 @@ def install(app: FastAPI) -> None:
         status = 409 if isinstance(exc, DependencyError) else 422
         if _wants_html(request):
             return _html(request, status, str(exc))
+        if status == 422:
+            errors = [{"loc": [], "msg": str(exc), "type": type(exc).__name__}]
+            return problem(status, str(exc), errors=errors)
         return problem(status, str(exc))
+
+    async def unstorable(request: Request, exc: Exception) -> Response:
+        log.warning(
+            "request data refused on %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        detail = "a value in the request cannot be stored: out of range, too long or not valid text"
+        if _wants_html(request):
+            return _html(request, 422, detail)
+        errors = [{"loc": [], "msg": detail, "type": "unstorable_value"}]
+        return problem(422, detail, title="Invalid request", errors=errors)
 
     async def locked(request: Request, exc: LoginLocked) -> Response:
         return problem(429, str(exc), headers={"Retry-After": "60"})
@@ -98,4 +139,13 @@ def install(app: FastAPI) -> None:
     for exc_type in (AuthError, TenantError, DependencyError, PasswordPolicyError):
         app.add_exception_handler(exc_type, domain_error)
     app.add_exception_handler(LoginLocked, locked)  # type: ignore[arg-type]
+
+    async def statement_error(request: Request, exc: Exception) -> Response:
+        if is_unstorable(exc):
+            return await unstorable(request, exc)
+        raise exc  # any other database error is ours: on to the 500 handler, as before
+
+    for refused in UNSTORABLE:
+        app.add_exception_handler(refused, unstorable)
+    app.add_exception_handler(StatementError, statement_error)
     app.add_exception_handler(Exception, unexpected)

@@ -161,6 +161,8 @@ async def current_principal(
     return principal
 
 
+current_principal.erp_authenticated = True  # type: ignore[attr-defined]
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 

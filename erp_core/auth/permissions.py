@@ -29,7 +29,19 @@ KERNEL_PERMISSIONS: tuple[Permission, ...] = (
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
     "owner": ("Owner", ["*"]),
     "admin": ("Administrator", ["*", "!core.tenant.manage"]),
-    "staff": ("Staff", ["*", "!core.*", "core.tenant.read", "core.plugins.read"]),
+    # every plugin permission; of the kernel's, only reading tenant settings and plugins
+    "staff": (
+        "Staff",
+        [
+            "*",
+            "!core.users.*",
+            "!core.roles.*",
+            "!core.tokens.*",
+            "!core.audit.*",
+            "!core.tenant.manage",
+            "!core.plugins.manage",
+        ],
+    ),
     "viewer": ("Viewer", ["*.read"]),
 }
 

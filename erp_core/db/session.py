@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import visitors
 
 from erp_core.db.base import TenantScoped
 from erp_core.tenancy.context import CrossTenantError, NoTenantError, current_tenant_id
@@ -37,9 +38,35 @@ def _set_pg_guc(conn: Connection, tenant_id: int | None, system: bool) -> None:
     )
 
 
+def _forget_foreign_rows(session: Session) -> None:
+    """Drop unchanged rows of other tenants from the identity map.
+
+    ``session.get`` answers from the identity map without running a query, so the tenant filter
+    never sees it: a row loaded with system access, or while the session acted for another
+    tenant, must not be handed out once the session acts for this one. Changed rows stay (the
+    flush guard refuses them); rows whose ``tenant_id`` is not loaded are reloaded through the
+    filter if touched.
+    """
+    tid = session_tenant(session)
+    if tid is None or session.info.get(SYSTEM_KEY):
+        return
+    deleted = None
+    for state in list(session.identity_map.all_states()):
+        obj = state.obj()
+        if not isinstance(obj, TenantScoped) or state.dict.get("tenant_id", tid) == tid:
+            continue
+        if state.modified:
+            continue
+        if deleted is None:
+            deleted = session.deleted
+        if obj not in deleted:
+            session.expunge(obj)
+
+
 def bind_tenant(session: Session, tenant_id: int) -> None:
     """Make ``session`` act for ``tenant_id`` from now on (ORM filter and PostgreSQL RLS)."""
     session.info[TENANT_KEY] = tenant_id
+    _forget_foreign_rows(session)
     if session.in_transaction() and _is_postgres(session):
         _set_pg_guc(session.connection(), tenant_id, bool(session.info.get(SYSTEM_KEY)))
 
@@ -59,33 +86,69 @@ def system_access(session: Session) -> Iterator[Session]:
         yield session
     finally:
         session.info[SYSTEM_KEY] = previous
+        _forget_foreign_rows(session)
         if _is_postgres(session) and session.in_transaction():
             _set_pg_guc(session.connection(), session.info.get(TENANT_KEY), previous)
 
 
-def _touches_tenant_tables(state: ORMExecuteState) -> bool:
-    return any(issubclass(m.class_, TenantScoped) for m in state.all_mappers)
+def _tenant_tables(state: ORMExecuteState) -> list[str]:
+    """Tenant-owned tables the statement touches: its entities, and any table with a
+    ``tenant_id`` column anywhere in it (joins, subqueries, ``select_from``, Core tables)."""
+    names = {
+        m.local_table.description for m in state.all_mappers if issubclass(m.class_, TenantScoped)
+    }
+    statement: Any = state.statement
+    for element in visitors.iterate(statement):
+        if isinstance(element, Table) and "tenant_id" in element.c:
+            names.add(element.name)
+    return sorted(n for n in names if n)
+
+
+def _written_tenant_ids(state: ORMExecuteState) -> list[Any]:
+    """The ``tenant_id`` values an INSERT or UPDATE statement writes, as far as they are given
+    as values or parameters (an expression counts as a value other than the bound tenant)."""
+    stmt: Any = state.statement
+    rows: list[dict[Any, Any]] = []
+    if isinstance(getattr(stmt, "_values", None), dict):
+        rows.append(stmt._values)
+    for group in getattr(stmt, "_multi_values", None) or ():
+        rows.extend(r for r in group if isinstance(r, dict))
+    params = state.parameters
+    if isinstance(params, dict):
+        rows.append(params)
+    elif isinstance(params, list):
+        rows.extend(p for p in params if isinstance(p, dict))
+    found: list[Any] = []
+    for row in rows:
+        for key, value in row.items():
+            if (key if isinstance(key, str) else getattr(key, "key", None)) == "tenant_id":
+                found.append(getattr(value, "value", value))
+    return found
 
 
 def _install_scoping(factory: sessionmaker[Session]) -> None:
     @event.listens_for(factory, "do_orm_execute")
     def _scope(state: ORMExecuteState) -> None:
-        if not (state.is_select or state.is_update or state.is_delete):
+        if not (state.is_select or state.is_update or state.is_delete or state.is_insert):
             return
         if state.session.info.get(SYSTEM_KEY) or state.execution_options.get("erp_all_tenants"):
             return
         tid = session_tenant(state.session)
         if tid is None:
-            if _touches_tenant_tables(state):
-                names = sorted(
-                    m.class_.__name__
-                    for m in state.all_mappers
-                    if issubclass(m.class_, TenantScoped)
-                )
+            names = _tenant_tables(state)
+            if names:
                 raise NoTenantError(
-                    f"query on tenant-owned {', '.join(names)} with no tenant in context"
+                    f"statement on tenant-owned {', '.join(names)} with no tenant in context"
                 )
             return
+        if state.is_insert or state.is_update:
+            others = [v for v in _written_tenant_ids(state) if v != tid]
+            if others:
+                raise CrossTenantError(
+                    f"statement writes tenant_id {others[0]!r} while acting for tenant {tid}"
+                )
+            if state.is_insert:
+                return
         state.statement = state.statement.options(
             with_loader_criteria(
                 TenantScoped,

@@ -152,6 +152,19 @@ class PluginRegistry:
         log.error("plugin %s disabled: %s", p.manifest.name, error)
         self.broken.append(BrokenPlugin(p.manifest.name, p.group, error, p.distribution))
 
+    def remove(self, name: str, error: str) -> list[str]:
+        """Take out a plugin that failed after loading (its routers, say), with every plugin
+        that needs it: each is reported broken, its hooks stop running and it can no longer
+        be enabled. Returns the names removed."""
+        gone = [name, *self.dependents(name, self.order)]
+        for n in gone:
+            for module in self._modules.pop(n, []):
+                self.pm.unregister(module)
+            self.order.remove(n)
+            self._break(self.plugins.pop(n), error if n == name else f"needs {name}: {error}")
+        self._hooks_for.cache_clear()
+        return gone
+
     # -- queries ---------------------------------------------------------------------------
 
     def manifest(self, name: str) -> PluginManifest:

@@ -1,8 +1,9 @@
 """The Celery application factory.
 
-Embedded default: the broker is a SQLite file through kombu's SQLAlchemy transport, and
-``erp serve`` runs a worker with the scheduler beside the web server. Scale-out: set
-``ERP_BROKER_URL=redis://...`` and run ``erp worker`` and ``erp beat`` processes.
+Embedded default: the broker is a SQLite file through kombu's SQLAlchemy transport
+(``sqla+sqlite:///...``, served by :mod:`erp_core.tasks.transport`), and ``erp serve`` runs a
+worker with the scheduler beside the web server. Scale-out: set ``ERP_BROKER_URL=redis://...``
+and run ``erp worker`` and ``erp beat`` processes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,53 @@ from erp_core.settings import Settings
 
 KERNEL_TASK_MODULES = ("erp_core.tasks.builtin",)
 
+#: kombu transport serving ``sqla+...`` broker URLs.
+EMBEDDED_TRANSPORT = "erp_core.tasks.transport:Transport"
+_SQLA_PREFIXES = ("sqla+", "sqlalchemy+")
+
+#: How often a worker on the embedded broker looks for new messages (seconds).
+EMBEDDED_POLLING_INTERVAL = 0.25
+#: Seconds after which a message taken by a worker that never acknowledged it (because the
+#: worker died) is delivered again. Redis applies the same rule to its unacknowledged messages.
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+
+
+def broker(settings: Settings) -> tuple[str, str | None]:
+    """The broker URL and transport Celery/kombu should use for ``settings.broker_url``.
+
+    ``sqla+<database url>`` selects the embedded transport with ``<database url>``.
+    """
+    url = settings.resolved_broker_url()
+    for prefix in _SQLA_PREFIXES:
+        if url.startswith(prefix):
+            return url[len(prefix) :], EMBEDDED_TRANSPORT
+    return url, None
+
+
+def transport_options(
+    settings: Settings, visibility_timeout: float | None = None
+) -> dict[str, Any]:
+    """Broker options; ``visibility_timeout`` matters to workers (they redeliver)."""
+    vt = float(visibility_timeout or DEFAULT_VISIBILITY_TIMEOUT)
+    if settings.broker_is_embedded:
+        return {"polling_interval": EMBEDDED_POLLING_INTERVAL, "visibility_timeout": vt}
+    if broker(settings)[0].startswith(("redis://", "rediss://")):
+        # kombu looks for overdue unacknowledged messages every interval x throttle seconds
+        # (100 s by default); keep that well under the visibility timeout.
+        return {
+            "visibility_timeout": vt,
+            "unacked_restore_interval": max(1.0, min(60.0, vt / 4)),
+            "unacked_restore_throttle": 1,
+        }
+    return {"visibility_timeout": vt}
+
 
 def beat_schedule(registry: PluginRegistry) -> dict[str, dict[str, Any]]:
-    """One fan-out entry per periodic task of every installed plugin."""
+    """One fan-out entry per periodic task of every installed plugin.
+
+    The fan-out (``erp.fanout``) sends the task to the tenants that have the plugin enabled at
+    the moment it runs, so enabling or disabling a plugin needs no restart of the scheduler.
+    """
     out: dict[str, dict[str, Any]] = {}
     for m in registry.manifests():
         for p in m.periodic:
@@ -33,16 +78,30 @@ def beat_schedule(registry: PluginRegistry) -> dict[str, dict[str, Any]]:
     return out
 
 
-def make_celery(settings: Settings, registry: PluginRegistry) -> Celery:
+def import_task_modules(registry: PluginRegistry) -> list[str]:
+    """Import the kernel's task modules and those of every installed plugin."""
     modules = list(KERNEL_TASK_MODULES)
     for m in registry.manifests():
         modules.extend(m.tasks)
     for mod in modules:
         importlib.import_module(mod)
-    app = Celery("erp", broker=settings.resolved_broker_url(), set_as_current=True)
+    return modules
+
+
+def make_celery(
+    settings: Settings,
+    registry: PluginRegistry,
+    *,
+    visibility_timeout: float | None = None,
+) -> Celery:
+    """A Celery app for ``settings`` with every installed plugin's tasks and schedules."""
+    import_task_modules(registry)
+    url, transport = broker(settings)
+    app = Celery("erp", broker=url, set_as_current=True)
     var = settings.var_path
     var.mkdir(parents=True, exist_ok=True)
     app.conf.update(
+        broker_transport=transport,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -53,9 +112,7 @@ def make_celery(settings: Settings, registry: PluginRegistry) -> Celery:
         timezone="UTC",
         enable_utc=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.2}
-        if settings.broker_is_embedded
-        else {"visibility_timeout": 3600},
+        broker_transport_options=transport_options(settings, visibility_timeout),
         beat_schedule=beat_schedule(registry),
         beat_schedule_filename=str(var / "celerybeat-schedule"),
         worker_hijack_root_logger=False,
@@ -67,5 +124,18 @@ def broker_ping(settings: Settings) -> None:
     """Raise if the broker cannot be reached."""
     from kombu import Connection
 
-    with Connection(settings.resolved_broker_url(), connect_timeout=3) as conn:
+    url, transport = broker(settings)
+    with Connection(
+        url,
+        transport=transport,
+        transport_options=transport_options(settings),
+        connect_timeout=3,
+    ) as conn:
         conn.ensure_connection(max_retries=1, timeout=3)
+        if transport is not None:
+            # Virtual transports connect lazily: touch the queue database for real.
+            from sqlalchemy import text
+
+            engine, _ = conn.default_channel._open()
+            with engine.connect() as db:
+                db.execute(text("SELECT 1"))

@@ -189,3 +189,18 @@ def test_demo_setup_is_idempotent_and_login_works(erp_db, erp_registry, erp_sett
     r = login(client, DEMO_EMAIL, password)
     assert r.status_code == 303
     assert client.get("/api/v1/alpha/notes").status_code == 200  # every plugin enabled
+
+
+def test_migrate_with_a_plugin_missing_explains_what_to_do(cli, monkeypatch):
+    # the allow-list hides test_gamma, as if its distribution had been uninstalled
+    monkeypatch.setenv("ERP_PLUGINS", "test_alpha,test_beta")
+    r = cli("migrate")
+    assert r.exit_code == 1
+    assert "reinstall it, run 'erp migrate downgrade PLUGIN'" in r.output
+
+
+def test_commands_on_an_unmigrated_database_say_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("ERP_DATABASE_URL", f"sqlite:///{tmp_path}/empty.sqlite")
+    r = CliRunner().invoke(main, ["plugins", "list"])
+    assert r.exit_code == 1
+    assert "run 'erp migrate' first" in r.output

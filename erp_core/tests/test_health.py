@@ -38,5 +38,12 @@ def test_readyz_reports_an_unreachable_database(erp_settings, erp_registry, tmp_
 def test_openapi_lists_kernel_and_plugin_routes(client):
     doc = client.get("/openapi.json").json()
     paths = set(doc["paths"])
-    assert {"/api/v1/tenants/current", "/api/v1/users", "/api/v1/roles", "/api/v1/tokens",
-            "/api/v1/plugins", "/api/v1/audit", "/api/v1/alpha/notes"} <= paths
+    assert {
+        "/api/v1/tenants/current",
+        "/api/v1/users",
+        "/api/v1/roles",
+        "/api/v1/tokens",
+        "/api/v1/plugins",
+        "/api/v1/audit",
+        "/api/v1/alpha/notes",
+    } <= paths

@@ -22,7 +22,7 @@ from erp_core.auth.deps import (
 )
 from erp_core.auth.models import UserSession
 from erp_core.auth.principal import Principal
-from erp_core.auth.security import same, verify_password
+from erp_core.auth.security import hash_password, needs_rehash, same, verify_password
 from erp_core.plugins.manifest import MenuItem
 from erp_core.tenancy.models import Tenant
 from erp_core.tenancy.service import enabled_plugins
@@ -123,6 +123,8 @@ def login(
             msg = "Your account is not a member of any active tenant."
         return _login_page(request, error=msg, email=email, next_url=next_url, status=401)
     chosen = next((t for t in tenants if t.slug == tenant), tenants[0])
+    if user.password_hash and needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
     service.clear_failures(db, keys)
     _, key = service.create_session(db, user, chosen, settings)
     record(db, "login", tenant_id=chosen.id, actor=user.email, actor_user_id=user.id, ip=ip)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from erp_core.api.params import MAX_ID
 from erp_core.audit.models import AuditEvent
 from erp_core.auth.deps import DbSession, require
 from erp_core.auth.principal import Principal
@@ -40,7 +41,7 @@ def list_events(
     db: DbSession,
     p: Principal = Depends(require("core.audit.read")),
     action: str | None = Query(default=None, max_length=63),
-    before_id: int | None = Query(default=None, ge=1),
+    before_id: int | None = Query(default=None, ge=1, le=MAX_ID),
     limit: int = Query(default=50, ge=1, le=500),
 ) -> AuditPage:
     q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit + 1)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from erp_core.api.params import Id
 from erp_core.audit.service import record
 from erp_core.auth import service
 from erp_core.auth.deps import DbSession, require
@@ -89,7 +90,7 @@ def create_token(
 
 @router.delete("/{token_id}", status_code=204)
 def revoke_token(
-    token_id: int, db: DbSession, p: Principal = Depends(require("core.tokens.manage"))
+    token_id: Id, db: DbSession, p: Principal = Depends(require("core.tokens.manage"))
 ) -> None:
     row = db.get(ApiToken, token_id)
     if row is None:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from erp_core.api.params import Id
 from erp_core.audit.service import record
 from erp_core.auth import service
 from erp_core.auth.deps import DbSession, require
@@ -26,10 +27,13 @@ class MemberOut(BaseModel):
 
 class MemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str
-    name: str = ""
-    role: str
-    password: str | None = Field(default=None, description="required when the user is new")
+    email: str = Field(max_length=254)
+    name: str = Field(default="", max_length=200)
+    role: str = Field(max_length=63)
+    # at most what the login form accepts, or the user could never sign in
+    password: str | None = Field(
+        default=None, max_length=1024, description="required when the user is new"
+    )
 
 
 class MemberPatch(BaseModel):
@@ -50,13 +54,13 @@ class RoleOut(BaseModel):
 class RoleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,62}$")
-    title: str = ""
+    title: str = Field(default="", max_length=200)
     permissions: list[str]
 
 
 class RolePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: str | None = None
+    title: str | None = Field(default=None, max_length=200)
     permissions: list[str] | None = None
 
 
@@ -91,7 +95,7 @@ def list_users(
 
 @router.get("/users/{user_id}", response_model=MemberOut)
 def get_user(
-    user_id: int, db: DbSession, p: Principal = Depends(require("core.users.read"))
+    user_id: Id, db: DbSession, p: Principal = Depends(require("core.users.read"))
 ) -> MemberOut:
     return _member(db, user_id)
 
@@ -123,7 +127,7 @@ def add_user(
 
 @router.patch("/users/{user_id}", response_model=MemberOut)
 def change_user(
-    user_id: int,
+    user_id: Id,
     body: MemberPatch,
     db: DbSession,
     p: Principal = Depends(require("core.users.manage")),
@@ -160,7 +164,7 @@ def list_roles(db: DbSession, p: Principal = Depends(require("core.roles.read"))
 
 @router.get("/roles/{role_id}", response_model=RoleOut)
 def get_role(
-    role_id: int, db: DbSession, p: Principal = Depends(require("core.roles.read"))
+    role_id: Id, db: DbSession, p: Principal = Depends(require("core.roles.read"))
 ) -> Role:
     role = db.get(Role, role_id)
     if role is None:
@@ -196,7 +200,7 @@ def create_role(
 
 @router.patch("/roles/{role_id}", response_model=RoleOut)
 def change_role(
-    role_id: int,
+    role_id: Id,
     body: RolePatch,
     request: Request,
     db: DbSession,
@@ -228,7 +232,7 @@ def change_role(
 
 @router.delete("/roles/{role_id}", status_code=204)
 def delete_role(
-    role_id: int, db: DbSession, p: Principal = Depends(require("core.roles.manage"))
+    role_id: Id, db: DbSession, p: Principal = Depends(require("core.roles.manage"))
 ) -> None:
     role = db.get(Role, role_id)
     if role is None:

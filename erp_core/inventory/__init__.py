@@ -1,0 +1,1 @@
+"""Inventory: SKUs, warehouses and locations, stock moves, quants, reservations, valuation."""
