@@ -102,6 +102,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = db
+    if db.registry is None:
+        db.registry = registry
     app.state.registry = registry
     problems.install(app)
     app.include_router(health.router)

@@ -51,6 +51,7 @@ class Ctx:
     def db(self) -> Database:
         if self._db is None:
             self._db = Database(self.settings.resolved_database_url())
+            self._db.registry = self.registry
         return self._db
 
     @property

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from erp_core.audit.models import AuditEvent
-from erp_core.db.session import SYSTEM_KEY, session_tenant, system_access
+from erp_core.db.session import REGISTRY_KEY, SYSTEM_KEY, session_tenant, system_access
+
+log = logging.getLogger(__name__)
 
 
 def record(
@@ -24,7 +27,12 @@ def record(
     details: dict[str, Any] | None = None,
     hooks: Any = None,
 ) -> AuditEvent:
-    """Add an audit event to ``session`` (the caller commits with the change it audits)."""
+    """Add an audit event to ``session`` (the caller commits with the change it audits).
+
+    The ``erp_audit_event`` hook then runs with ``hooks`` if given, else with the hooks of the
+    tenant's enabled plugins (kernel built-ins only for events without a tenant), provided the
+    session came from a :class:`~erp_core.db.session.Database` that knows the registry.
+    """
     event = AuditEvent(
         tenant_id=tenant_id,
         action=action,
@@ -46,6 +54,16 @@ def record(
             session.flush()
     else:
         session.add(event)
+    if hooks is None:
+        registry = session.info.get(REGISTRY_KEY)
+        if registry is not None:
+            from erp_core.tenancy.service import enabled_plugins
+
+            enabled = enabled_plugins(session, tenant_id) if tenant_id is not None else ()
+            hooks = registry.hooks_for(enabled)
     if hooks is not None:
-        hooks.erp_audit_event(tenant_id=tenant_id, action=action, details=event.details)
+        try:
+            hooks.erp_audit_event(tenant_id=tenant_id, action=action, details=event.details)
+        except Exception:  # an observer must never undo what it observes
+            log.exception("erp_audit_event hook failed for %s", action)
     return event

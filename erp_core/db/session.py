@@ -17,6 +17,7 @@ from erp_core.tenancy.context import CrossTenantError, NoTenantError, current_te
 
 TENANT_KEY = "erp_tenant_id"
 SYSTEM_KEY = "erp_system"
+REGISTRY_KEY = "erp_registry"
 
 
 def session_tenant(session: Session) -> int | None:
@@ -214,6 +215,10 @@ class Database:
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
+        #: The plugin registry of the process, set by the app factory, the CLI and workers;
+        #: sessions carry it (``session.info[REGISTRY_KEY]``) so that kernel services such as
+        #: the audit log can call the tenant's hooks without every caller passing them.
+        self.registry: Any = None
         self.engine = make_engine(url, **engine_kwargs)
         self.sessionmaker: sessionmaker[Session] = sessionmaker(
             self.engine, expire_on_commit=False, autoflush=True
@@ -226,6 +231,8 @@ class Database:
 
     def session(self, tenant_id: int | None = None) -> Session:
         s = self.sessionmaker()
+        if self.registry is not None:
+            s.info[REGISTRY_KEY] = self.registry
         if tenant_id is not None:
             s.info[TENANT_KEY] = tenant_id
         return s

@@ -23,11 +23,9 @@ _override: Runtime | None = None
 @lru_cache(maxsize=1)
 def _default() -> Runtime:
     settings = get_settings()
-    return Runtime(
-        settings,
-        Database(settings.resolved_database_url()),
-        PluginRegistry.discover(settings.plugins or None),
-    )
+    db = Database(settings.resolved_database_url())
+    db.registry = PluginRegistry.discover(settings.plugins or None)
+    return Runtime(settings, db, db.registry)
 
 
 def runtime() -> Runtime:

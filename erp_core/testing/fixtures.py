@@ -76,6 +76,7 @@ def erp_database(erp_settings: Settings, erp_registry: PluginRegistry) -> Iterat
     from erp_core.db.session import Database
 
     database = Database(erp_settings.resolved_database_url())
+    database.registry = erp_registry
     _drop_everything(database)
     upgrade(erp_settings, erp_registry, database.engine)
     yield database

@@ -219,3 +219,18 @@ def test_role_change_is_audited(client, make_tenant, erp_db):
     r = client.patch(f"/api/v1/roles/{rid}", json={"permissions": ["*.read"]}, headers=t.auth)
     assert r.status_code == 200
     assert _actions(erp_db, t.id).count("permission.changed") >= 2
+
+
+def test_audit_events_reach_the_enabled_plugins_hooks(client, make_tenant):
+    from erp_test_gamma.hooks import AUDIT_SEEN
+
+    a = make_tenant("acme", plugins=("test_gamma",))
+    b = make_tenant("bolt")
+    AUDIT_SEEN.clear()
+    login(client, a.email)
+    login(client.__class__(client.app), b.email)
+    login(client.__class__(client.app), a.email, "wrong-password!")
+    assert (a.id, "login") in AUDIT_SEEN
+    assert (a.id, "login.failed") in AUDIT_SEEN
+    # tenant b has not enabled test_gamma: its events never reach gamma's hook
+    assert all(tid != b.id for tid, _ in AUDIT_SEEN)
