@@ -188,6 +188,20 @@ def _install_scoping(factory: sessionmaker[Session]) -> None:
             _set_pg_guc(connection, session_tenant(session), bool(session.info.get(SYSTEM_KEY)))
 
 
+def install_sqlite_pragmas(engine: Engine, *, foreign_keys: bool) -> None:
+    """WAL journal, a generous busy timeout, and (optionally) enforced foreign keys."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if foreign_keys:
+            cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -197,15 +211,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             **kwargs,
         )
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        install_sqlite_pragmas(engine, foreign_keys=True)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 

@@ -33,9 +33,11 @@ from typing import Any
 
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
-from sqlalchemy import create_engine, delete, event, text, update
+from sqlalchemy import create_engine, delete, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+
+from erp_core.db.session import install_sqlite_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +101,7 @@ class Channel(kombu_sqla.Channel):
         }
         engine = create_engine(url, connect_args=connect_args, **options)
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        install_sqlite_pragmas(engine, foreign_keys=False)
         return engine
 
     def _engine(self) -> Engine:
