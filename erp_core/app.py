@@ -15,9 +15,11 @@ from erp_core.api import problems
 from erp_core.api.routes import audit, health, plugins, tenants, tokens, users
 from erp_core.auth.deps import require_plugin
 from erp_core.db.session import Database
+from erp_core.inventory import api as inventory_api
+from erp_core.ledger import api as ledger_api
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings, get_settings
-from erp_core.web import auth_views
+from erp_core.web import admin_views, auth_views
 from erp_core.web.templating import make_templates, resource_path
 
 log = logging.getLogger(__name__)
@@ -108,10 +110,11 @@ def create_app(
     problems.install(app)
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (tenants, users, tokens, plugins, audit):
+    for module in (tenants, users, tokens, plugins, audit, ledger_api, inventory_api):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(auth_views.router)
+    app.include_router(admin_views.router)
     _mount_plugin_routers(app, registry)
     # after mounting: a plugin whose routers failed is gone, and so are its permissions
     app.state.known_permissions = [p.name for p in registry.permissions()]

@@ -469,5 +469,14 @@ def plugins_disable(c: Ctx, name: str, slug: str) -> None:
     click.echo(f"disabled {name} for {slug}" if changed else f"{name} was not enabled for {slug}")
 
 
+from erp_core.ledger.cli import ledger_group  # noqa: E402
+
+main.add_command(ledger_group)
+
+from erp_core.inventory.cli import stock_group  # noqa: E402
+
+main.add_command(stock_group)
+
+
 if __name__ == "__main__":
     main()

@@ -45,6 +45,8 @@ def ensure_demo(
             cred.chmod(0o600)
         service.add_member(s, tenant, user, "owner")
         for name in registry.order:
+            if registry.manifest(name).kind == "theme":  # chosen in the settings, not enabled
+                continue
             enable_plugin(s, registry, tenant, name, with_dependencies=True, actor="demo")
     password = cred.read_text(encoding="utf-8").strip()
     return [

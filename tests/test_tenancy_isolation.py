@@ -38,6 +38,28 @@ GLOBAL_PARAMS: dict[tuple[str, str], str] = {
 PLAUSIBLE_BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", f"{API}/users/{{user_id}}"): {"role": "viewer", "is_active": False},
     ("PATCH", f"{API}/roles/{{role_id}}"): {"title": "taken over", "permissions": ["*"]},
+    # not is_active=False: the positive control reverses an entry on that account afterwards
+    ("PATCH", f"{API}/ledger/accounts/{{account_id}}"): {"name_zh": "taken over"},
+    ("POST", f"{API}/ledger/entries/{{entry_id}}/reverse"): {"reason": "taken over"},
+    ("PATCH", f"{API}/inventory/skus/{{sku_id}}"): {"name": "taken over", "active": False},
+    ("POST", f"{API}/inventory/warehouses/{{warehouse_id}}/locations"): {
+        "code": "TAKEN",
+        "name": "taken over",
+    },
+    ("POST", f"{API}/inventory/warehouses/{{warehouse_id}}/counts"): {
+        "lines": [{"sku": "ISO-TEA", "counted": "7"}]
+    },
+    ("POST", f"{API}/inventory/moves/{{move_id}}/reserve"): {"strategy": "fifo"},
+}
+
+#: The id provider the positive control takes a route's parameter from, where the parameter's
+#: own first id would not do: one move cannot be cancelled, then completed, then reserved.
+#: (The foreign-id walk still tries every id of the parameter's own provider.)
+ROUTE_IDS: dict[tuple[str, str], dict[str, str]] = {
+    ("POST", f"{API}/inventory/moves/{{move_id}}/cancel"): {"move_id": "move_to_cancel"},
+    ("POST", f"{API}/inventory/moves/{{move_id}}/done"): {"move_id": "move_to_complete"},
+    ("POST", f"{API}/inventory/moves/{{move_id}}/reserve"): {"move_id": "move_to_reserve"},
+    ("POST", f"{API}/inventory/reservations/{{move_id}}/release"): {"move_id": "reservation"},
 }
 
 
@@ -150,6 +172,84 @@ def _populate(client: Any, erp_db: Any, t: Any, marker: str) -> Side:
         s.flush()
         item_id = item.id
     items = ok(client.get(f"{API}/gamma/items", headers=h))
+    account = ok(
+        client.post(
+            f"{API}/ledger/accounts",
+            json={"code": "560104", "name_zh": f"{marker} 科目", "name_en": f"{marker} account"},
+            headers=h,
+        )
+    )
+    entries = [
+        ok(
+            client.post(
+                f"{API}/ledger/entries",
+                json={
+                    "date": f"2026-10-0{n}",
+                    "narration": f"{marker} entry {n}",
+                    "idempotency_key": f"{marker}-{n}",
+                    "postings": [
+                        {"account": "560104", "amount": "12.50", "channel": marker},
+                        {"account": "1002", "amount": "-12.50", "sku": marker},
+                    ],
+                },
+                headers=h,
+            )
+        )
+        for n in (1, 2)
+    ]
+    ok(client.post(f"{API}/ledger/periods/lock", json={"period": "2026-09"}, headers=h))
+    accounts = ok(client.get(f"{API}/ledger/accounts", headers=h))
+    # inventory: a warehouse, two SKUs (one lot-tracked) with stock, moves in every state
+    warehouse = ok(
+        client.post(
+            f"{API}/inventory/warehouses",
+            json={"code": "WH-ISO", "name": f"{marker} warehouse"},
+            headers=h,
+        )
+    )
+    skus = [
+        ok(client.post(f"{API}/inventory/skus", json=body, headers=h))
+        for body in (
+            {"code": "ISO-TEA", "name": f"{marker} tea"},
+            {"code": "ISO-MILK", "name": f"{marker} milk", "tracking": "lot"},
+        )
+    ]
+    receipts = [
+        ok(client.post(f"{API}/inventory/receipts", json=body, headers=h))
+        for body in (
+            {"sku": "ISO-TEA", "quantity": "20", "warehouse": "WH-ISO", "unit_cost": "1.5"},
+            {
+                "sku": "ISO-MILK",
+                "quantity": "5",
+                "warehouse": "WH-ISO",
+                "unit_cost": "3",
+                "lot": f"LOT-{t.slug}",
+            },
+        )
+    ]
+    reservation = ok(
+        client.post(
+            f"{API}/inventory/reservations",
+            json={"sku": "ISO-TEA", "quantity": "2", "warehouse": "WH-ISO"},
+            headers=h,
+        )
+    )["moves"][0]
+    drafts = [
+        ok(
+            client.post(
+                f"{API}/inventory/moves",
+                json={
+                    "sku": "ISO-TEA",
+                    "quantity": "1",
+                    "from_location": "WH-ISO/STOCK",
+                    "to_location": "@customer",
+                    "reference": f"{marker} move",
+                },
+                headers=h,
+            )
+        )
+        for _ in range(3)
+    ]
     # the first id of each list is safe to change or delete (used by the positive control)
     side.ids = {
         "user_id": [staff["id"], owner["id"]],
@@ -157,6 +257,19 @@ def _populate(client: Any, erp_db: Any, t: Any, marker: str) -> Side:
         "token_id": [token["id"]] + [k["id"] for k in tokens if k["id"] != token["id"]],
         "note_id": [note["id"]] + [n["id"] for n in notes if n["id"] != note["id"]],
         "item_id": [item_id] + [i["id"] for i in items if i["id"] != item_id],
+        "account_id": [account["id"]]
+        + [a["id"] for a in accounts if a["code"] in ("1002", "5601")],
+        "entry_id": [e["id"] for e in entries],
+        "warehouse_id": [warehouse["id"]],
+        "sku_id": [k["id"] for k in skus],
+        "lot_id": [receipts[1][0]["lot_id"]],
+        "move_id": [reservation["id"]]
+        + [d["id"] for d in drafts]
+        + [m["id"] for r in receipts for m in r],
+        "reservation": [reservation["id"]],
+        "move_to_cancel": [drafts[0]["id"]],
+        "move_to_complete": [drafts[1]["id"]],
+        "move_to_reserve": [drafts[2]["id"]],
     }
     side.emails = [t.email, staff_email]
     with erp_db.session(t.id) as s:
@@ -253,7 +366,8 @@ def test_foreign_ids_answer_404_on_every_route_and_method(client, erp_app, erp_d
     order = {"GET": 0, "PATCH": 1, "PUT": 2, "POST": 3, "DELETE": 4}
     for method, path, route, owned in sorted(routes, key=lambda x: (order.get(x[0], 9), x[1])):
         body = body_for(erp_app, method, path, route)
-        url = _url(path, {n: b.ids[n][0] for n in owned})
+        fresh = ROUTE_IDS.get((method, path), {})
+        url = _url(path, {n: b.ids[fresh.get(n, n)][0] for n in owned})
         r = client.request(method, url, json=body, headers=b.auth)
         assert r.status_code < 400, (method, url, r.status_code, r.text)
     assert snapshot(erp_db, a) == before

@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from erp_core.auth.security import PasswordPolicyError
 from erp_core.auth.service import AuthError, LoginLocked
+from erp_core.inventory.errors import InventoryError
+from erp_core.ledger.types import LedgerError
 from erp_core.plugins.registry import DependencyError
 from erp_core.tenancy.service import TenantError
 
@@ -124,6 +126,14 @@ def install(app: FastAPI) -> None:
         errors = [{"loc": [], "msg": detail, "type": "unstorable_value"}]
         return problem(422, detail, title="Invalid request", errors=errors)
 
+    async def inventory_error(request: Request, exc: InventoryError) -> Response:
+        # 422 for invalid input, 409 for a conflict with the stock (with the shortage)
+        status = exc.status_code
+        if _wants_html(request):
+            return _html(request, status, str(exc))
+        errors = [{"loc": [], "msg": str(exc), "type": type(exc).__name__}]
+        return problem(status, str(exc), errors=errors, **exc.problem())
+
     async def locked(request: Request, exc: LoginLocked) -> Response:
         return problem(429, str(exc), headers={"Retry-After": "60"})
 
@@ -136,9 +146,10 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
-    for exc_type in (AuthError, TenantError, DependencyError, PasswordPolicyError):
+    for exc_type in (AuthError, TenantError, DependencyError, PasswordPolicyError, LedgerError):
         app.add_exception_handler(exc_type, domain_error)
     app.add_exception_handler(LoginLocked, locked)  # type: ignore[arg-type]
+    app.add_exception_handler(InventoryError, inventory_error)  # type: ignore[arg-type]
 
     async def statement_error(request: Request, exc: Exception) -> Response:
         if is_unstorable(exc):

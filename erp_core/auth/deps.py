@@ -21,6 +21,7 @@ from erp_core.auth.principal import Principal
 from erp_core.auth.security import same
 from erp_core.db.base import utcnow
 from erp_core.db.session import bind_tenant, system_access
+from erp_core.i18n import N_
 from erp_core.tenancy.models import Tenant
 from erp_core.tenancy.service import enabled_plugins
 
@@ -65,7 +66,7 @@ async def _check_csrf(request: Request, expected: str | None) -> None:
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
     if not expected or not sent or not same(sent, expected):
-        raise HTTPException(403, "CSRF token missing or invalid; reload the page and try again")
+        raise HTTPException(403, N_("CSRF token missing or invalid; reload the page and try again"))
 
 
 def _resolve(request: Request, db: Session) -> Principal | None:
@@ -171,7 +172,7 @@ def require(permission: str) -> Callable[..., Any]:
 
     async def _require(principal: CurrentPrincipal) -> Principal:
         if not principal.can(permission):
-            raise HTTPException(403, f"permission {permission!r} is required")
+            raise HTTPException(403, N_("permission %(name)s is required", name=repr(permission)))
         return principal
 
     _require.erp_permission = permission  # type: ignore[attr-defined]

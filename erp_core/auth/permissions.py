@@ -23,13 +23,24 @@ KERNEL_PERMISSIONS: tuple[Permission, ...] = (
     Permission(name="core.plugins.read", title="View installed plugins"),
     Permission(name="core.plugins.manage", title="Enable and disable plugins"),
     Permission(name="core.audit.read", title="View the audit log"),
+    Permission(name="core.ledger.read", title="View accounts, entries and balances"),
+    Permission(name="core.ledger.post", title="Post and reverse journal entries"),
+    Permission(
+        name="core.ledger.manage",
+        title="Manage the chart of accounts, account mapping and period locks",
+    ),
+    Permission(name="core.inventory.read", title="View SKUs, warehouses, stock and moves"),
+    Permission(name="core.inventory.write", title="Receive, reserve, move and transfer stock"),
+    Permission(name="core.inventory.manage", title="Manage SKUs, warehouses and locations"),
+    Permission(name="core.inventory.count", title="Apply inventory counts and scrap stock"),
 )
 
 #: Roles every new tenant starts with: name -> (title, patterns).
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
     "owner": ("Owner", ["*"]),
     "admin": ("Administrator", ["*", "!core.tenant.manage"]),
-    # every plugin permission; of the kernel's, only reading tenant settings and plugins
+    # every plugin permission; of the kernel's, reading tenant settings and plugins, and the
+    # ledger's reading and posting (not its chart, mapping and period locks)
     "staff": (
         "Staff",
         [
@@ -40,6 +51,7 @@ DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
             "!core.audit.*",
             "!core.tenant.manage",
             "!core.plugins.manage",
+            "!core.ledger.manage",
         ],
     ),
     "viewer": ("Viewer", ["*.read"]),

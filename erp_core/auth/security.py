@@ -9,6 +9,8 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from erp_core.i18n import N_
+
 _hasher = PasswordHasher()
 
 MIN_PASSWORD_LENGTH = 10
@@ -22,10 +24,10 @@ class PasswordPolicyError(ValueError):
 def check_password_policy(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise PasswordPolicyError(
-            f"password must be at least {MIN_PASSWORD_LENGTH} characters long"
+            N_("password must be at least %(n)s characters long", n=MIN_PASSWORD_LENGTH)
         )
     if password.strip() != password or not password.strip():
-        raise PasswordPolicyError("password must not start or end with spaces")
+        raise PasswordPolicyError(N_("password must not start or end with spaces"))
 
 
 def hash_password(password: str) -> str:

@@ -16,6 +16,7 @@ from erp_core.auth.permissions import effective, grants, valid_pattern
 from erp_core.auth.principal import Principal
 from erp_core.db.base import utcnow
 from erp_core.db.session import bind_tenant, system_access
+from erp_core.i18n import N_
 from erp_core.settings import Settings
 from erp_core.tenancy.models import Tenant
 
@@ -24,21 +25,28 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class AuthError(ValueError):
-    """Invalid input for a user, role, membership or token (message is shown to the user)."""
+    """Invalid input for a user, role, membership or token (message is shown to the user);
+    ``field`` names the input at fault, when there is one (forms show the message there)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class LoginLocked(Exception):
     """Too many failed logins; try again after ``until``."""
 
     def __init__(self, until: datetime) -> None:
-        super().__init__(f"too many failed logins; try again after {until:%H:%M:%S} UTC")
+        super().__init__(
+            N_("too many failed logins; try again after %(time)s UTC", time=f"{until:%H:%M:%S}")
+        )
         self.until = until
 
 
 def normalize_email(email: str) -> str:
     email = email.strip().lower()
     if not EMAIL_RE.match(email) or len(email) > 254:
-        raise AuthError(f"{email!r} is not a valid e-mail address")
+        raise AuthError(N_("%(value)s is not a valid e-mail address", value=repr(email)), "email")
     return email
 
 
@@ -52,7 +60,7 @@ def get_user(session: Session, email: str) -> User | None:
 def create_user(session: Session, email: str, password: str | None, name: str = "") -> User:
     email = normalize_email(email)
     if get_user(session, email) is not None:
-        raise AuthError(f"user {email} already exists")
+        raise AuthError(N_("user %(email)s already exists", email=email), "email")
     pw_hash = None
     if password is not None:
         security.check_password_policy(password)
@@ -72,7 +80,10 @@ def role_by_name(session: Session, name: str) -> Role:
     role = session.scalar(select(Role).where(Role.name == name))
     if role is None:
         names = ", ".join(session.scalars(select(Role.name).order_by(Role.name)))
-        raise AuthError(f"no role {name!r} in this tenant (roles: {names})")
+        raise AuthError(
+            N_("no role %(name)s in this tenant (roles: %(names)s)", name=repr(name), names=names),
+            "role",
+        )
     return role
 
 
@@ -98,10 +109,12 @@ def validate_patterns(patterns: Iterable[str], known: Iterable[str]) -> list[str
     for p in patterns:
         p = p.strip()
         if not valid_pattern(p):
-            raise AuthError(f"{p!r} is not a valid permission pattern")
+            raise AuthError(
+                N_("%(value)s is not a valid permission pattern", value=repr(p)), "permissions"
+            )
         bare = p.lstrip("!")
         if "*" not in bare and bare not in known_set:
-            raise AuthError(f"unknown permission {bare!r}")
+            raise AuthError(N_("unknown permission %(name)s", name=repr(bare)), "permissions")
         out.append(p)
     return out
 
@@ -189,10 +202,16 @@ def create_token(
         )
         is None
     ):
-        raise AuthError(f"user {user.email} is not a member of tenant {tenant.slug}")
+        raise AuthError(
+            N_(
+                "user %(email)s is not a member of tenant %(tenant)s",
+                email=user.email,
+                tenant=tenant.slug,
+            )
+        )
     scopes = validate_patterns(scopes or ["*"], known_permissions)
     if expires_at is not None and expires_at <= utcnow():
-        raise AuthError("expiry must be in the future")
+        raise AuthError(N_("expiry must be in the future"), "expires_at")
     token, key, secret_hash = security.new_api_token()
     row = ApiToken(
         tenant_id=tenant.id,

@@ -29,6 +29,8 @@ KERNEL_MODEL_MODULES = (
     "erp_core.tenancy.models",
     "erp_core.auth.models",
     "erp_core.audit.models",
+    "erp_core.ledger.models",
+    "erp_core.inventory.models",
 )
 RLS_POLICY = "erp_tenant_isolation"
 
@@ -113,7 +115,7 @@ def downgrade_branch(
     settings: Settings, registry: PluginRegistry, engine: Engine, branch: str, target: str = "base"
 ) -> None:
     """Downgrade one plugin's branch alone (to ``target``: ``base`` or a revision)."""
-    if branch == "core":
+    if branch.startswith("core"):
         raise MigrationError("the kernel branch cannot be downgraded alone")
     if branch not in version_locations(registry):
         raise MigrationError(f"plugin {branch!r} is not installed or has no migrations")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -53,3 +53,105 @@ class StockChange:
     on_hand: Decimal
     reserved: Decimal
     available: Decimal
+
+
+# --- results of the service API --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReservedLine:
+    """Part of a reservation: one move holding ``quantity`` on one quant (location, lot)."""
+
+    move_id: int
+    location_id: int
+    lot_id: int | None
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reservation:
+    """What :func:`erp_core.inventory.service.reserve` reserved.
+
+    ``reserved`` is less than ``requested`` only when partial reservation was asked for; the
+    difference is ``shortage``. Each line is a move in state ``reserved``.
+    """
+
+    sku_id: int
+    sku_code: str
+    requested: Decimal
+    reserved: Decimal
+    shortage: Decimal
+    lines: tuple[ReservedLine, ...]
+
+    @property
+    def move_ids(self) -> list[int]:
+        return [line.move_id for line in self.lines]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StockLevel:
+    """On hand, reserved and available stock for one group of quants (see ``group_by``)."""
+
+    sku_id: int
+    sku_code: str
+    warehouse_id: int | None = None
+    warehouse_code: str | None = None
+    location_id: int | None = None
+    location_path: str | None = None
+    lot_id: int | None = None
+    lot_code: str | None = None
+    expiry: date | None = None
+    on_hand: Decimal
+    reserved: Decimal
+    available: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CountLine:
+    """One line of an inventory count: ``counted`` units of ``sku`` (and ``lot``) found at
+    ``location`` (a path, absolute or relative to the warehouse; None: the warehouse's
+    ``STOCK``)."""
+
+    sku: str | int
+    counted: Decimal | int | str
+    location: str | int | None = None
+    lot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CountedLine:
+    """The outcome of one count line: the difference was booked by ``move_id`` (None when
+    the count matched)."""
+
+    sku_code: str
+    location_path: str
+    lot_code: str | None
+    expected: Decimal
+    counted: Decimal
+    difference: Decimal
+    move_id: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CountResult:
+    """What an inventory count changed."""
+
+    warehouse_code: str
+    lines: tuple[CountedLine, ...]
+
+    @property
+    def gains(self) -> Decimal:
+        return sum((c.difference for c in self.lines if c.difference > 0), Decimal(0))
+
+    @property
+    def losses(self) -> Decimal:
+        return sum((-c.difference for c in self.lines if c.difference < 0), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferResult:
+    """A transfer between warehouses: the moves into transit (done) and out of transit
+    (reserved on the transit stock until received, or done)."""
+
+    outgoing: tuple[int, ...]
+    incoming: tuple[int, ...]

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from erp_core.auth.principal import Principal
+    from erp_core.inventory.types import StockChange, StockValuation
+    from erp_core.ledger.types import EntryDraft
     from erp_core.plugins.manifest import MenuItem
     from erp_core.tenancy.models import Tenant
 
@@ -81,4 +83,46 @@ def erp_audit_event(tenant_id: int | None, action: str, details: dict[str, Any])
 
     Runs after the event is stored, for the tenant's enabled plugins; use it to forward
     events (a SIEM, an office-suite alert). Do no network I/O here: enqueue a task.
+    """
+
+
+# --- ledger -------------------------------------------------------------------------------
+
+
+@hookspec
+def erp_ledger_validate(session: Session, draft: EntryDraft) -> list[str]:
+    """Extra checks on a journal entry about to be posted (``erp_core.ledger.post_entry``).
+
+    Called after the kernel's own checks passed (balanced, accounts open, period open), in
+    the posting transaction; read what you need, write nothing. Return the problems found, as
+    messages for users (an empty list when the entry is fine); any problem refuses the entry
+    with a ``LedgerError`` that lists them all. Do not raise for a problem: return it.
+    """
+
+
+# --- inventory ----------------------------------------------------------------------------
+
+
+@hookspec
+def erp_stock_valued(session: Session, tenant_id: int, valuation: StockValuation) -> None:
+    """A stock move that changes the books is done: ``valuation`` says what it was (receipt,
+    delivery, adjustment gain or loss, scrap, return), its quantity, unit cost (moving
+    average; receipts at their purchase cost) and positive ``value`` in the tenant's currency.
+
+    Called once per valued move (moves with a value of zero are not reported), in the move's
+    transaction, after the stock and the valuation are updated; flush, never commit. An
+    exception undoes the whole stock operation. The ledger's built-in implementation posts
+    the journal entry, idempotently by ``valuation.move_id``.
+    """
+
+
+@hookspec
+def erp_stock_changed(session: Session, tenant_id: int, changes: list[StockChange]) -> None:
+    """On hand, reserved or available stock changed: ``changes`` holds the new quantities of
+    every (SKU, warehouse) the service call touched, one entry each.
+
+    Called once per inventory service call (receipt, reservation, completion, count ...),
+    in its transaction, after the changes are written; flush, never commit. The transaction
+    may still roll back: connectors enqueue their stock push as a task, never call a
+    platform from here.
     """

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from erp_core.i18n import N_
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 PERMISSION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -22,12 +24,12 @@ KINDS: dict[str, Kind] = {
 }
 
 #: Rollout stages a merchant follows (MISSION.md): 0 = anytime.
-STAGES = {
-    0: "Anytime (office integration, tools)",
-    1: "Stage 1: orders and inventory",
-    2: "Stage 2: catalogue and purchasing",
-    3: "Stage 3: CRM and after-sales",
-    4: "Stage 4: finance and reports",
+STAGES: dict[int, str] = {
+    0: N_("Anytime (office integration, tools)"),
+    1: N_("Stage 1: orders and inventory"),
+    2: N_("Stage 2: catalogue and purchasing"),
+    3: N_("Stage 3: CRM and after-sales"),
+    4: N_("Stage 4: finance and reports"),
 }
 
 
@@ -102,6 +104,8 @@ class PluginManifest:
     #: Template and static folders as ``package:relative/path``.
     templates: str | None = None
     static: str | None = None
+    #: gettext catalogs as ``package:relative/path``: ``<path>/<locale>/LC_MESSAGES/<name>.po``.
+    translations: str | None = None
 
     def problems(self) -> list[str]:
         """What is wrong with this manifest (an empty list means it is valid)."""
@@ -148,6 +152,7 @@ class PluginManifest:
             ("migrations", self.migrations),
             ("templates", self.templates),
             ("static", self.static),
+            ("translations", self.translations),
         ):
             if value is not None and ":" not in value:
                 out.append(f"{label} must be 'package:relative/path', got {value!r}")

@@ -18,7 +18,7 @@ from erp_core.plugins.manifest import BrokenPlugin, InstalledPlugin, Permission,
 log = logging.getLogger(__name__)
 
 #: Kernel modules registered as plugins (the kernel uses its own extension points).
-BUILTIN_HOOK_MODULES = ("erp_core.audit.hooks",)
+BUILTIN_HOOK_MODULES = ("erp_core.audit.hooks", "erp_core.ledger.hooks", "erp_core.inventory.hooks")
 
 
 class DependencyError(Exception):

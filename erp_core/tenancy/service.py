@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +16,7 @@ from erp_core.auth.models import Role
 from erp_core.auth.permissions import DEFAULT_ROLES
 from erp_core.db.base import utcnow
 from erp_core.db.session import bind_tenant, system_access
+from erp_core.i18n import N_
 from erp_core.plugins.registry import DependencyError
 from erp_core.tenancy.models import Tenant, TenantPlugin
 
@@ -26,18 +28,38 @@ LOCALES = ("zh_CN", "en")
 
 
 class TenantError(ValueError):
-    """Invalid tenant data (bad slug, duplicate, unknown currency ...)."""
+    """Invalid tenant data (bad slug, duplicate, unknown currency ...); ``field`` names the
+    setting at fault, when there is one (forms show the message next to it)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def validate_settings(currency: str, timezone: str, locale: str) -> None:
     if not re.fullmatch(r"[A-Z]{3}", currency):
-        raise TenantError(f"currency {currency!r} must be a three-letter ISO 4217 code like CNY")
+        raise TenantError(
+            N_(
+                "currency %(value)s must be a three-letter ISO 4217 code like CNY",
+                value=repr(currency),
+            ),
+            "currency",
+        )
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise TenantError(f"unknown time zone {timezone!r}") from None
+        raise TenantError(
+            N_("unknown time zone %(value)s", value=repr(timezone)), "timezone"
+        ) from None
     if locale not in LOCALES:
-        raise TenantError(f"locale {locale!r} must be one of {', '.join(LOCALES)}")
+        raise TenantError(
+            N_(
+                "locale %(value)s must be one of %(choices)s",
+                value=repr(locale),
+                choices=", ".join(LOCALES),
+            ),
+            "locale",
+        )
 
 
 def create_tenant(
@@ -56,10 +78,10 @@ def create_tenant(
             f"slug {slug!r} must be 2-63 characters of lower-case letters, digits and '-'"
         )
     if not name.strip():
-        raise TenantError("name must not be empty")
+        raise TenantError(N_("name must not be empty"), "name")
     validate_settings(currency, timezone, locale)
     if session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None:
-        raise TenantError(f"tenant {slug!r} already exists")
+        raise TenantError(N_("tenant %(slug)s already exists", slug=repr(slug)))
     tenant = Tenant(
         slug=slug,
         name=name.strip(),
@@ -81,14 +103,111 @@ def create_tenant(
     return tenant
 
 
+#: Tenant settings a tenant's managers may change.
+TENANT_SETTINGS = ("name", "currency", "timezone", "locale", "theme")
+
+
+def update_tenant(
+    session: Session,
+    tenant: Tenant,
+    changes: dict[str, str | None],
+    *,
+    themes: Iterable[str],
+    actor: str = "",
+    actor_user_id: int | None = None,
+) -> dict[str, str]:
+    """Change the settings in ``changes`` (``None`` values are left alone), after checking
+    them all; ``themes`` are the installed themes. Audited as ``tenant.updated``. Caller
+    commits. Returns the changes applied."""
+    applied = {k: v for k, v in changes.items() if v is not None}
+    unknown = sorted(set(applied) - set(TENANT_SETTINGS))
+    if unknown:
+        raise TenantError(N_("unknown tenant setting %(name)s", name=", ".join(unknown)))
+    if "name" in applied:
+        applied["name"] = applied["name"].strip()
+        if not applied["name"]:
+            raise TenantError(N_("name must not be empty"), "name")
+    merged = {**tenant.settings_dict(), **applied}
+    validate_settings(merged["currency"], merged["timezone"], merged["locale"])
+    installed = sorted(themes)
+    if "theme" in applied and applied["theme"] not in installed:
+        raise TenantError(
+            N_(
+                "theme %(value)s is not installed (installed: %(choices)s)",
+                value=repr(applied["theme"]),
+                choices=", ".join(installed) or "-",
+            ),
+            "theme",
+        )
+    for k, v in applied.items():
+        setattr(tenant, k, v)
+    record(
+        session,
+        "tenant.updated",
+        tenant_id=tenant.id,
+        actor=actor,
+        actor_user_id=actor_user_id,
+        details=dict(applied),
+    )
+    session.flush()
+    return applied
+
+
+def installed_themes(registry: PluginRegistry) -> list[str]:
+    """Names of the installed themes (``erp.themes``), in registry order."""
+    return [m.name for m in registry.manifests() if m.kind == "theme"]
+
+
 def get_tenant(session: Session, slug: str) -> Tenant:
     tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
     if tenant is None:
-        raise TenantError(f"no tenant {slug!r}")
+        raise TenantError(N_("no tenant %(slug)s", slug=repr(slug)))
     return tenant
 
 
 # --- plugin enablement -------------------------------------------------------------------
+
+
+class MissingDependencies(DependencyError):
+    """``plugin`` cannot be enabled before ``needed`` (in dependency order)."""
+
+    def __init__(self, plugin: str, needed: list[str]) -> None:
+        names = {"name": repr(plugin), "needed": ", ".join(needed)}
+        if len(needed) == 1:
+            message = N_(
+                "plugin %(name)s needs %(needed)s enabled first "
+                "(enable it, or ask to enable dependencies too)",
+                **names,
+            )
+        else:
+            message = N_(
+                "plugin %(name)s needs %(needed)s enabled first "
+                "(enable them, or ask to enable dependencies too)",
+                **names,
+            )
+        super().__init__(message)
+        self.plugin = plugin
+        self.needed = needed
+
+
+class NeededBy(DependencyError):
+    """``plugin`` cannot be disabled while the enabled plugins ``users`` need it."""
+
+    def __init__(self, plugin: str, users: list[str]) -> None:
+        names = {"name": repr(plugin), "users": ", ".join(users)}
+        if len(users) == 1:
+            message = N_(
+                "plugin %(name)s cannot be disabled: %(users)s needs it (disable that first)",
+                **names,
+            )
+        else:
+            message = N_(
+                "plugin %(name)s cannot be disabled: %(users)s need it (disable those first)",
+                **names,
+            )
+        super().__init__(message)
+        self.plugin = plugin
+        self.users = users
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,18 +264,28 @@ def enable_plugin(
     if name not in registry.plugins:
         broken = next((b for b in registry.broken if b.name == name), None)
         if broken is not None:
-            raise DependencyError(f"plugin {name!r} cannot be enabled: {broken.error}")
-        raise DependencyError(f"plugin {name!r} is not installed")
+            raise DependencyError(
+                N_(
+                    "plugin %(name)s cannot be enabled: %(error)s",
+                    name=repr(name),
+                    error=broken.error,
+                )
+            )
+        raise DependencyError(N_("plugin %(name)s is not installed", name=repr(name)))
+    if registry.manifest(name).kind == "theme":
+        raise DependencyError(
+            N_(
+                "%(name)s is a theme: themes are not enabled, a tenant chooses one in its settings",
+                name=repr(name),
+            )
+        )
     bind_tenant(session, tenant.id)
     current = set(enabled_plugins(session, tenant.id))
     if name in current:
         return []
     needed = [d for d in registry.requirements(name) if d not in current]
     if needed and not with_dependencies:
-        raise DependencyError(
-            f"plugin {name!r} needs {', '.join(needed)} enabled first "
-            f"(enable {'it' if len(needed) == 1 else 'them'}, or ask to enable dependencies too)"
-        )
+        raise MissingDependencies(name, needed)
     newly = [*needed, name]
     rows = {
         r.plugin: r
@@ -209,16 +338,12 @@ def disable_plugin(
     current = set(enabled_plugins(session, tenant.id))
     if name not in current:
         if name not in registry.plugins and not any(b.name == name for b in registry.broken):
-            raise DependencyError(f"plugin {name!r} is not installed")
+            raise DependencyError(N_("plugin %(name)s is not installed", name=repr(name)))
         return False
     if name in registry.plugins:
         users = registry.dependents(name, current)
         if users:
-            raise DependencyError(
-                f"plugin {name!r} cannot be disabled: {', '.join(sorted(users))} "
-                f"{'needs' if len(users) == 1 else 'need'} it (disable "
-                f"{'that' if len(users) == 1 else 'those'} first)"
-            )
+            raise NeededBy(name, sorted(users))
         hooks = registry.hooks_for(current)
         hooks.erp_tenant_plugin_disabled(session=session, tenant=tenant, plugin=name)
     row = session.scalar(

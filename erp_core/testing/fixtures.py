@@ -113,8 +113,17 @@ def empty_tables(database: Database) -> None:
             quoted = ", ".join(f'"{n}"' for n in names)
             conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
         else:
+            # triggers that keep rows immutable (ledger entries, ...) are set aside meanwhile
+            # (PostgreSQL's TRUNCATE does not fire them)
+            triggers = list(
+                conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+            )
+            for name, _ in triggers:
+                conn.execute(text(f'DROP TRIGGER "{name}"'))
             for n in reversed(names):
                 conn.execute(text(f'DELETE FROM "{n}"'))
+            for _, sql in triggers:
+                conn.execute(text(sql))
 
 
 @pytest.fixture

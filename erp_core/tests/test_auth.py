@@ -34,13 +34,14 @@ def test_wrong_password_is_refused_and_audited(client, make_tenant, erp_db):
     t = make_tenant("acme")
     r = login(client, t.email, "not-the-password")
     assert r.status_code == 401
-    assert "Wrong e-mail or password" in r.text
+    assert "邮箱或密码错误" in r.text  # the default language is zh_CN
     assert "erp_session" not in r.headers.get("set-cookie", "")
     assert "login.failed" in _actions(erp_db, t.id)
 
 
 def test_unknown_user_gets_the_same_answer(client, make_tenant, erp_db):
     make_tenant("acme")
+    client.cookies.set("erp_locale", "en")
     r = login(client, "nobody@acme.test", "whatever-password")
     assert r.status_code == 401
     assert "Wrong e-mail or password" in r.text
@@ -61,7 +62,7 @@ def test_lockout_after_repeated_failures(client, make_tenant, erp_db):
     # even the right password is refused while locked
     r = login(client, t.email)
     assert r.status_code == 429
-    assert "try again" in r.text.lower()
+    assert "登录失败次数过多" in r.text
     assert "login.locked" in _actions(erp_db)
 
 

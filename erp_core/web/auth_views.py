@@ -1,9 +1,9 @@
-"""Login, logout, tenant switch and the home page."""
+"""Login, logout, tenant switch, language switch and the home page."""
 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -23,9 +23,9 @@ from erp_core.auth.deps import (
 from erp_core.auth.models import UserSession
 from erp_core.auth.principal import Principal
 from erp_core.auth.security import hash_password, needs_rehash, same, verify_password
-from erp_core.plugins.manifest import MenuItem
-from erp_core.tenancy.models import Tenant
-from erp_core.tenancy.service import enabled_plugins
+from erp_core.i18n import LOCALES, N_
+from erp_core.web.flash import redirect
+from erp_core.web.shell import LOCALE_COOKIE, plugin_menu
 from erp_core.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -43,13 +43,18 @@ def _safe_next(target: str | None) -> str:
 
 
 def _login_page(
-    request: Request, *, error: str = "", email: str = "", next_url: str = "/", status: int = 200
+    request: Request,
+    *,
+    error: object = "",
+    email: str = "",
+    next_url: str = "/",
+    status: int = 200,
 ) -> Response:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     resp = render(
         request,
         "core/login.html",
-        {"csrf_token": token, "error": error, "email": email, "next": next_url},
+        {"login_csrf": token, "error": error, "email": email, "next": next_url},
         status_code=status,
     )
     resp.set_cookie(
@@ -84,7 +89,7 @@ def login(
     if not cookie or not csrf_token or not same(cookie, csrf_token):
         return _login_page(
             request,
-            error="Your form expired; please try again.",
+            error=N_("Your form expired; please try again."),
             email=email,
             next_url=next_url,
             status=403,
@@ -96,9 +101,7 @@ def login(
     except service.LoginLocked as exc:
         record(db, "login.locked", tenant_id=None, actor=email, ip=ip, outcome="denied")
         db.commit()
-        return _login_page(
-            request, error=str(exc).capitalize() + ".", email=email, next_url=next_url, status=429
-        )
+        return _login_page(request, error=exc, email=email, next_url=next_url, status=429)
     user = service.get_user(db, email)
     ok = verify_password(user.password_hash if user else None, password)
     tenants = service.user_tenants(db, user.id) if (ok and user and user.is_active) else []
@@ -118,9 +121,9 @@ def login(
             details={"locked": locked is not None},
         )
         db.commit()
-        msg = "Wrong e-mail or password."
+        msg = N_("Wrong e-mail or password.")
         if ok and user is not None and user.is_active and not tenants:
-            msg = "Your account is not a member of any active tenant."
+            msg = N_("Your account is not a member of any active tenant.")
         return _login_page(request, error=msg, email=email, next_url=next_url, status=401)
     chosen = next((t for t in tenants if t.slug == tenant), tenants[0])
     if user.password_hash and needs_rehash(user.password_hash):
@@ -157,7 +160,7 @@ def logout(request: Request, db: DbSession, principal: CurrentPrincipal) -> Resp
         ip=client_ip(request),
     )
     db.commit()
-    resp = RedirectResponse("/login", status_code=303)
+    resp = redirect(request, "/login", N_("You have logged out."), "info")
     resp.delete_cookie(SESSION_COOKIE)
     return resp
 
@@ -189,42 +192,41 @@ def switch_tenant(
         details={"from": principal.tenant_slug},
     )
     db.commit()
-    return RedirectResponse("/", status_code=303)
+    return redirect(request, "/", N_("You are now working in %(tenant)s.", tenant=target.name))
 
 
-def menu_for(request: Request, db: Any, principal: Principal) -> list[MenuItem]:
-    """Manifest menus of the tenant's enabled plugins plus hook menus, filtered by permission."""
-    registry = request.app.state.registry
-    enabled = enabled_plugins(db, principal.tenant_id)
-    items: list[MenuItem] = [
-        mi for name in registry.order if name in enabled for mi in registry.manifest(name).menus
-    ]
-    tenant = db.get(Tenant, principal.tenant_id)
-    for extra in registry.hooks_for(enabled).erp_menu_items(tenant=tenant, principal=principal):
-        items.extend(extra or [])
-    return sorted(
-        (i for i in items if principal.can(i.permission)),
-        key=lambda i: (i.section, i.order, i.title),
-    )
+#: Kept for callers of the first version; the shell builds the navigation now.
+menu_for = plugin_menu
 
 
 @router.get("/", dependencies=[Depends(public)])
 def home(
     request: Request,
-    db: DbSession,
     principal: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Response:
     if principal is None:
         return RedirectResponse("/login", status_code=303)
-    tenant = db.get(Tenant, principal.tenant_id)
-    tenants = service.user_tenants(db, principal.user_id)
-    return render(
-        request,
-        "core/home.html",
-        {
-            "tenant": tenant,
-            "tenants": tenants,
-            "menu": menu_for(request, db, principal),
-            "tenant_locale": tenant.locale if tenant else "zh_CN",
-        },
+    return render(request, "core/home.html")
+
+
+@router.post("/locale", dependencies=[Depends(public)])
+def set_locale(
+    request: Request,
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+    locale: Annotated[str, Form(max_length=16)],
+    next_url_field: Annotated[str, Form(alias="next", max_length=2000)] = "/",
+) -> Response:
+    """The language switch: remembered in a cookie for a year (the CSRF token is checked for
+    signed-in users by ``optional_principal``, like every form)."""
+    if locale not in LOCALES:
+        raise HTTPException(422, N_("unknown language %(value)s", value=repr(locale)))
+    resp = RedirectResponse(_safe_next(next_url_field), status_code=303)
+    resp.set_cookie(
+        LOCALE_COOKIE,
+        locale,
+        max_age=365 * 24 * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=request.app.state.settings.secure_cookies,
     )
+    return resp

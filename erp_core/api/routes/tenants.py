@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from erp_core.audit.service import record
 from erp_core.auth.deps import CurrentPrincipal, DbSession, require
 from erp_core.auth.principal import Principal
 from erp_core.auth.service import user_tenants
 from erp_core.tenancy.models import Tenant
-from erp_core.tenancy.service import validate_settings
+from erp_core.tenancy.service import installed_themes, update_tenant
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 
@@ -32,6 +31,7 @@ class TenantPatch(BaseModel):
     currency: str | None = None
     timezone: str | None = None
     locale: str | None = None
+    theme: str | None = Field(default=None, max_length=63, description="an installed theme")
 
 
 @router.get("", response_model=list[TenantOut])
@@ -52,22 +52,20 @@ def get_current(db: DbSession, p: Principal = Depends(require("core.tenant.read"
 
 @router.patch("/current", response_model=TenantOut)
 def patch_current(
-    body: TenantPatch, db: DbSession, p: Principal = Depends(require("core.tenant.manage"))
+    body: TenantPatch,
+    request: Request,
+    db: DbSession,
+    p: Principal = Depends(require("core.tenant.manage")),
 ) -> Tenant:
     tenant = db.get(Tenant, p.tenant_id)
     assert tenant is not None
-    changes = body.model_dump(exclude_none=True)
-    merged = {**tenant.settings_dict(), **changes}
-    validate_settings(merged["currency"], merged["timezone"], merged["locale"])
-    for k, v in changes.items():
-        setattr(tenant, k, v.strip() if k == "name" else v)
-    record(
+    update_tenant(
         db,
-        "tenant.updated",
-        tenant_id=tenant.id,
+        tenant,
+        body.model_dump(exclude_none=True),
+        themes=installed_themes(request.app.state.registry),
         actor=p.label,
         actor_user_id=p.user_id,
-        details=changes,
     )
     db.commit()
     return tenant

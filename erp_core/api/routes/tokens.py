@@ -9,13 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from erp_core.api.params import Id
-from erp_core.audit.service import record
-from erp_core.auth import service
+from erp_core.auth import admin
 from erp_core.auth.deps import DbSession, require
-from erp_core.auth.models import ApiToken, User
+from erp_core.auth.models import ApiToken
 from erp_core.auth.principal import Principal
-from erp_core.db.base import utcnow
-from erp_core.tenancy.models import Tenant
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
@@ -58,29 +55,13 @@ def create_token(
     p: Principal = Depends(require("core.tokens.manage")),
 ) -> TokenCreated:
     """Create a token for the caller. Its permissions never exceed the caller's role."""
-    tenant = db.get(Tenant, p.tenant_id)
-    user = db.get(User, p.user_id)
-    assert tenant is not None and user is not None
-    expires = body.expires_at
-    if expires is not None and expires.tzinfo is None:
-        raise service.AuthError("expires_at must include a time zone")
-    row, secret = service.create_token(
+    row, secret = admin.issue_token(
         db,
-        tenant,
-        user,
+        p,
         name=body.name,
         scopes=body.scopes,
-        known_permissions=request.app.state.known_permissions,
-        expires_at=expires,
-    )
-    record(
-        db,
-        "token.created",
-        tenant_id=p.tenant_id,
-        actor=p.label,
-        actor_user_id=p.user_id,
-        target=row.name,
-        details={"token_id": row.id, "scopes": row.scopes},
+        known=request.app.state.known_permissions,
+        expires_at=body.expires_at,
     )
     db.commit()
     return TokenCreated.model_validate(
@@ -95,15 +76,5 @@ def revoke_token(
     row = db.get(ApiToken, token_id)
     if row is None:
         raise HTTPException(404, f"no token {token_id} in this tenant")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        record(
-            db,
-            "token.revoked",
-            tenant_id=p.tenant_id,
-            actor=p.label,
-            actor_user_id=p.user_id,
-            target=row.name,
-            details={"token_id": row.id},
-        )
+    if admin.revoke_token(db, p, row):
         db.commit()

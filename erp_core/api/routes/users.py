@@ -7,12 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from erp_core.api.params import Id
-from erp_core.audit.service import record
-from erp_core.auth import service
+from erp_core.auth import admin
+from erp_core.auth.admin import ROLE_NAME_RE
 from erp_core.auth.deps import DbSession, require
-from erp_core.auth.models import Membership, Role, User
+from erp_core.auth.models import Role
 from erp_core.auth.principal import Principal
-from erp_core.tenancy.models import Tenant
 
 router = APIRouter(tags=["users"])
 
@@ -53,7 +52,7 @@ class RoleOut(BaseModel):
 
 class RoleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,62}$")
+    name: str = Field(pattern=ROLE_NAME_RE.pattern)
     title: str = Field(default="", max_length=200)
     permissions: list[str]
 
@@ -64,33 +63,22 @@ class RolePatch(BaseModel):
     permissions: list[str] | None = None
 
 
-def _members(db: DbSession, user_id: int | None = None) -> list[MemberOut]:
-    q = (
-        select(Membership, User, Role)
-        .join(User, User.id == Membership.user_id)
-        .join(Role, Role.id == Membership.role_id)
-        .order_by(User.email)
-    )
-    if user_id is not None:
-        q = q.where(User.id == user_id)
-    return [
-        MemberOut(id=u.id, email=u.email, name=u.name, role=r.name, is_active=m.is_active)
-        for m, u, r in db.execute(q)
-    ]
-
-
 def _member(db: DbSession, user_id: int) -> MemberOut:
-    found = _members(db, user_id)
+    found = admin.members(db, user_id)
     if not found:
         raise HTTPException(404, f"no user {user_id} in this tenant")
-    return found[0]
+    m = found[0]
+    return MemberOut(id=m.id, email=m.email, name=m.name, role=m.role, is_active=m.is_active)
 
 
 @router.get("/users", response_model=list[MemberOut])
 def list_users(
     db: DbSession, p: Principal = Depends(require("core.users.read"))
 ) -> list[MemberOut]:
-    return _members(db)
+    return [
+        MemberOut(id=m.id, email=m.email, name=m.name, role=m.role, is_active=m.is_active)
+        for m in admin.members(db)
+    ]
 
 
 @router.get("/users/{user_id}", response_model=MemberOut)
@@ -104,22 +92,8 @@ def get_user(
 def add_user(
     body: MemberIn, db: DbSession, p: Principal = Depends(require("core.users.manage"))
 ) -> MemberOut:
-    tenant = db.get(Tenant, p.tenant_id)
-    assert tenant is not None
-    user = service.get_user(db, body.email)
-    if user is None:
-        if not body.password:
-            raise service.AuthError("password is required for a new user")
-        user = service.create_user(db, body.email, body.password, body.name)
-    service.add_member(db, tenant, user, body.role)
-    record(
-        db,
-        "user.added",
-        tenant_id=p.tenant_id,
-        actor=p.label,
-        actor_user_id=p.user_id,
-        target=user.email,
-        details={"role": body.role},
+    user = admin.add_member(
+        db, p, email=body.email, role=body.role, name=body.name, password=body.password
     )
     db.commit()
     return _member(db, user.id)
@@ -132,27 +106,8 @@ def change_user(
     db: DbSession,
     p: Principal = Depends(require("core.users.manage")),
 ) -> MemberOut:
-    m = db.scalar(select(Membership).where(Membership.user_id == user_id))
-    if m is None:
+    if not admin.change_member(db, p, user_id, role=body.role, is_active=body.is_active):
         raise HTTPException(404, f"no user {user_id} in this tenant")
-    details: dict[str, object] = {}
-    if body.role is not None:
-        m.role_id = service.role_by_name(db, body.role).id
-        details["role"] = body.role
-    if body.is_active is not None:
-        if user_id == p.user_id and not body.is_active:
-            raise service.AuthError("you cannot deactivate yourself")
-        m.is_active = body.is_active
-        details["is_active"] = body.is_active
-    record(
-        db,
-        "permission.changed",
-        tenant_id=p.tenant_id,
-        actor=p.label,
-        actor_user_id=p.user_id,
-        target=f"user:{user_id}",
-        details=details,
-    )
     db.commit()
     return _member(db, user_id)
 
@@ -179,20 +134,13 @@ def create_role(
     db: DbSession,
     p: Principal = Depends(require("core.roles.manage")),
 ) -> Role:
-    if db.scalar(select(Role.id).where(Role.name == body.name)) is not None:
-        raise service.AuthError(f"role {body.name!r} already exists")
-    perms = service.validate_patterns(body.permissions, request.app.state.known_permissions)
-    role = Role(tenant_id=p.tenant_id, name=body.name, title=body.title, permissions=perms)
-    db.add(role)
-    db.flush()
-    record(
+    role = admin.create_role(
         db,
-        "permission.changed",
-        tenant_id=p.tenant_id,
-        actor=p.label,
-        actor_user_id=p.user_id,
-        target=f"role:{role.name}",
-        details={"permissions": perms},
+        p,
+        name=body.name,
+        title=body.title,
+        permissions=body.permissions,
+        known=request.app.state.known_permissions,
     )
     db.commit()
     return role
@@ -209,22 +157,13 @@ def change_role(
     role = db.get(Role, role_id)
     if role is None:
         raise HTTPException(404, f"no role {role_id} in this tenant")
-    if body.title is not None:
-        role.title = body.title
-    if body.permissions is not None:
-        if role.name == "owner":
-            raise service.AuthError("the owner role always has every permission")
-        role.permissions = service.validate_patterns(
-            body.permissions, request.app.state.known_permissions
-        )
-    record(
+    admin.change_role(
         db,
-        "permission.changed",
-        tenant_id=p.tenant_id,
-        actor=p.label,
-        actor_user_id=p.user_id,
-        target=f"role:{role.name}",
-        details={"permissions": role.permissions},
+        p,
+        role,
+        title=body.title,
+        permissions=body.permissions,
+        known=request.app.state.known_permissions,
     )
     db.commit()
     return role
@@ -237,18 +176,5 @@ def delete_role(
     role = db.get(Role, role_id)
     if role is None:
         raise HTTPException(404, f"no role {role_id} in this tenant")
-    if role.builtin:
-        raise service.AuthError(f"built-in role {role.name!r} cannot be deleted")
-    if db.scalar(select(Membership.id).where(Membership.role_id == role.id).limit(1)):
-        raise service.AuthError(f"role {role.name!r} is still assigned to users")
-    db.delete(role)
-    record(
-        db,
-        "permission.changed",
-        tenant_id=p.tenant_id,
-        actor=p.label,
-        actor_user_id=p.user_id,
-        target=f"role:{role.name}",
-        details={"deleted": True},
-    )
+    admin.delete_role(db, p, role)
     db.commit()

@@ -1,0 +1,1149 @@
+"""The ledger service: the only code that writes ledger tables.
+
+Every function takes a session bound to one tenant (see :mod:`erp_core.db.session`), flushes
+and never commits: the caller commits with the business change the entries record. Bad input
+raises :class:`LedgerError` before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Table, case, exists, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
+
+from erp_core.audit.service import record
+from erp_core.db.base import utcnow
+from erp_core.db.session import session_tenant
+from erp_core.ledger.accounts import (
+    DEFAULT_CHART,
+    PURPOSE_NAMES,
+    PURPOSES,
+    VALUATION_ACCOUNTS,
+    minor_unit,
+)
+from erp_core.ledger.models import Account, AccountMapping, JournalEntry, PeriodLock, Posting
+from erp_core.ledger.types import (
+    ACCOUNT_TYPES,
+    DIMENSIONS,
+    BalanceRow,
+    EntryDraft,
+    LedgerError,
+    PostingDraft,
+    TrialBalanceRow,
+)
+from erp_core.tenancy.context import NoTenantError
+from erp_core.tenancy.models import Tenant
+
+if TYPE_CHECKING:
+    from erp_core.inventory.types import StockValuation
+
+__all__ = [
+    "LedgerError",
+    "balances",
+    "create_account",
+    "ensure_chart",
+    "get_mapping",
+    "is_locked",
+    "lock_period",
+    "locked_periods",
+    "post_entry",
+    "post_valuation",
+    "reverse_entry",
+    "set_mapping",
+    "trial_balance",
+    "unlock_period",
+    "update_account",
+]
+
+#: Largest absolute amount of one posting (transaction and tenant currency): sums of many
+#: postings stay far inside the 64-bit columns.
+MAX_AMOUNT = Decimal(10) ** 12
+MAX_RATE = Decimal(10) ** 8
+RATE_PLACES = 10
+MAX_POSTINGS = 1000
+FIRST_DATE = datetime.date(1900, 1, 1)
+LAST_DATE = datetime.date(2999, 12, 31)
+PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+CODE_RE = re.compile(r"^[0-9]{4,16}$")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+#: Posting dimension name -> attribute of :class:`Posting`.
+DIM_COLUMNS = {d: ("order_ref" if d == "order" else d) for d in DIMENSIONS}
+LIMITS = {"memo": 500, "dimension": 100, "narration": 2000, "key": 200, "stype": 63, "sid": 200}
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def tenant_of(session: Session) -> Tenant:
+    tid = session_tenant(session)
+    if tid is None:
+        raise NoTenantError("the ledger needs a session bound to a tenant")
+    tenant = session.get(Tenant, tid)
+    if tenant is None:
+        raise LedgerError(f"no tenant {tid}")
+    return tenant
+
+
+def period_of(day: datetime.date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def check_period(period: str) -> str:
+    if not isinstance(period, str) or not PERIOD_RE.match(period):
+        raise LedgerError(f"period {period!r} must look like 2026-10 (year-month)")
+    return period
+
+
+def fmt(amount: Decimal, places: int) -> str:
+    """``amount`` as plain text with exactly ``places`` decimals (never scientific)."""
+    return f"{amount.quantize(Decimal(1).scaleb(-places)):f}"
+
+
+def fmt_rate(rate: Decimal) -> str:
+    text_ = f"{rate.quantize(Decimal(1).scaleb(-RATE_PLACES)):f}"
+    return text_.rstrip("0").rstrip(".") if "." in text_ else text_
+
+
+def _places(d: Decimal) -> int:
+    exp = d.as_tuple().exponent
+    return max(0, -exp) if isinstance(exp, int) else 0
+
+
+def _fits(d: Decimal, places: int) -> bool:
+    """Whether ``d`` has at most ``places`` decimals (trailing zeros do not count)."""
+    return _places(d) <= places or d == d.quantize(Decimal(1).scaleb(-places))
+
+
+def _as_decimal(value: object, what: str) -> Decimal:
+    if isinstance(value, bool | float):
+        kind = type(value).__name__
+        raise LedgerError(f"{what} must be a Decimal (or a string), never {kind}")
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, int | str):
+        try:
+            d = Decimal(value)
+        except InvalidOperation:
+            raise LedgerError(f"{what} {value!r} is not a number") from None
+    else:
+        raise LedgerError(f"{what} must be a Decimal, not {type(value).__name__}")
+    if not d.is_finite():
+        raise LedgerError(f"{what} must be a finite number")
+    return d
+
+
+def _advisory_key(tenant_id: int, period: str) -> int:
+    digest = hashlib.blake2b(f"ledger-period:{tenant_id}:{period}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _guard_period(session: Session, tenant_id: int, period: str, *, exclusive: bool) -> None:
+    """On PostgreSQL, order posting against locking: posts hold a shared lock on the period
+    until they commit, locking takes it exclusively (SQLite serializes writers anyway)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    session.execute(text(f"SELECT {fn}(:k)"), {"k": _advisory_key(tenant_id, period)})
+
+
+def _lock_problem(lock: PeriodLock) -> str:
+    when = lock.locked_at.strftime("%Y-%m-%d %H:%M UTC")
+    who = lock.locked_by or "unknown"
+    return f"period {lock.period} is locked (by {who} on {when})"
+
+
+# --- chart of accounts --------------------------------------------------------------------
+
+
+def _parent_for(code: str, by_code: Mapping[str, Account]) -> Account | None:
+    for n in range(len(code) - 1, 3, -1):
+        parent = by_code.get(code[:n])
+        if parent is not None:
+            return parent
+    return None
+
+
+def ensure_chart(session: Session, tenant: Tenant | None = None) -> int:
+    """Give the tenant the default chart and account mapping, adding only what is missing.
+
+    Idempotent; returns the number of accounts added.
+    """
+    if tenant is not None and session_tenant(session) != tenant.id:
+        raise LedgerError("ensure_chart: the session is not bound to this tenant")
+    tenant_of(session)
+    by_code = {a.code: a for a in session.scalars(select(Account))}
+    added = 0
+    for item in DEFAULT_CHART:
+        if item.code in by_code:
+            continue
+        parent = _parent_for(item.code, by_code)
+        acc = Account(
+            code=item.code,
+            name_zh=item.name_zh,
+            name_en=item.name_en,
+            type=item.type,
+            parent_id=parent.id if parent is not None else None,
+            is_active=True,
+        )
+        session.add(acc)
+        session.flush()
+        by_code[item.code] = acc
+        added += 1
+    mapped = set(session.scalars(select(AccountMapping.purpose)))
+    for p in PURPOSES:
+        if p.name not in mapped and p.default in by_code:
+            session.add(AccountMapping(purpose=p.name, account_id=by_code[p.default].id))
+    session.flush()
+    return added
+
+
+def _has_children(session: Session, account_id: int) -> bool:
+    q = select(Account.id).where(Account.parent_id == account_id).limit(1)
+    return session.scalar(q) is not None
+
+
+def _has_postings(session: Session, account_id: int) -> bool:
+    q = select(Posting.id).where(Posting.account_id == account_id).limit(1)
+    return session.scalar(q) is not None
+
+
+def _purposes_of(session: Session, account_id: int) -> list[str]:
+    q = select(AccountMapping.purpose).where(AccountMapping.account_id == account_id)
+    return sorted(session.scalars(q))
+
+
+def _check_names(name_zh: str | None, name_en: str | None) -> None:
+    for label, value in (("name_zh", name_zh), ("name_en", name_en)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise LedgerError(f"{label} must not be empty")
+        if len(value) > 200:
+            raise LedgerError(f"{label} is longer than 200 characters")
+
+
+def create_account(
+    session: Session,
+    *,
+    code: str,
+    name_zh: str,
+    name_en: str,
+    type: str | None = None,
+    parent: str | None = None,
+    actor: str = "",
+) -> Account:
+    """Add an account. A sub-account's code starts with its parent's code (``220203`` under
+    ``2202``); without ``parent`` the longest existing prefix is the parent. A sub-account has
+    its parent's type; the parent must not have postings (it becomes an aggregate), and the
+    purposes mapped to the parent move to its first sub-account."""
+    tenant = tenant_of(session)
+    if not isinstance(code, str) or not CODE_RE.match(code):
+        raise LedgerError(f"account code {code!r} must be 4 to 16 digits")
+    _check_names(name_zh, name_en)
+    by_code = {a.code: a for a in session.scalars(select(Account))}
+    if code in by_code:
+        raise LedgerError(f"account {code} already exists")
+    if parent is not None:
+        parent_acc = by_code.get(parent)
+        if parent_acc is None:
+            raise LedgerError(f"unknown parent account {parent!r}")
+        if not code.startswith(parent) or len(code) <= len(parent):
+            raise LedgerError(f"a sub-account of {parent} has a code that starts with {parent}")
+    else:
+        parent_acc = _parent_for(code, by_code)
+    if parent_acc is not None:
+        if type is not None and type != parent_acc.type:
+            raise LedgerError(
+                f"a sub-account of {parent_acc.code} is of its type {parent_acc.type}, not {type}"
+            )
+        type = parent_acc.type
+        if _has_postings(session, parent_acc.id):
+            raise LedgerError(
+                f"account {parent_acc.code} already has postings; it cannot get sub-accounts "
+                "(its balance would no longer be the sum of theirs)"
+            )
+    if type not in ACCOUNT_TYPES:
+        raise LedgerError(f"account type must be one of {', '.join(ACCOUNT_TYPES)}")
+    acc = Account(
+        code=code,
+        name_zh=name_zh.strip(),
+        name_en=name_en.strip(),
+        type=type,
+        parent_id=parent_acc.id if parent_acc is not None else None,
+        is_active=True,
+    )
+    session.add(acc)
+    session.flush()
+    _forget(session)
+    if parent_acc is not None:
+        # the parent becomes an aggregate: what was mapped to it goes to its first sub-account
+        moved = list(
+            session.scalars(
+                select(AccountMapping).where(AccountMapping.account_id == parent_acc.id)
+            )
+        )
+        for m in moved:
+            m.account_id = acc.id
+        if moved:
+            session.flush()
+            record(
+                session,
+                "ledger.mapping.changed",
+                tenant_id=tenant.id,
+                actor=actor,
+                target="account mapping",
+                details={m.purpose: [parent_acc.code, code] for m in moved},
+            )
+    record(
+        session,
+        "ledger.account.created",
+        tenant_id=tenant.id,
+        actor=actor,
+        target=code,
+        details={"type": type, "parent": parent_acc.code if parent_acc else None},
+    )
+    return acc
+
+
+def update_account(
+    session: Session,
+    account: Account,
+    *,
+    name_zh: str | None = None,
+    name_en: str | None = None,
+    is_active: bool | None = None,
+    type: str | None = None,
+    actor: str = "",
+) -> Account:
+    """Rename, (de)activate or retype an account. The type of an account with postings, with
+    sub-accounts or under a parent cannot change; a mapped account cannot be deactivated."""
+    tenant = tenant_of(session)
+    _check_names(name_zh, name_en)
+    changes: dict[str, Any] = {}
+    if type is not None and type != account.type:
+        if type not in ACCOUNT_TYPES:
+            raise LedgerError(f"account type must be one of {', '.join(ACCOUNT_TYPES)}")
+        if _has_postings(session, account.id):
+            raise LedgerError(f"account {account.code} has postings; its type cannot change")
+        if account.parent_id is not None or _has_children(session, account.id):
+            raise LedgerError(
+                f"account {account.code} is part of a tree of {account.type} accounts; "
+                "its type cannot change"
+            )
+        changes["type"] = [account.type, type]
+        account.type = type
+    _forget(session)
+    if is_active is False and account.is_active:
+        purposes = _purposes_of(session, account.id)
+        if purposes:
+            raise LedgerError(
+                f"account {account.code} is mapped to {', '.join(purposes)}; map them to "
+                "another account before deactivating it"
+            )
+    for attr, value in (("name_zh", name_zh), ("name_en", name_en), ("is_active", is_active)):
+        if value is None:
+            continue
+        value = value.strip() if isinstance(value, str) else value
+        if getattr(account, attr) != value:
+            changes[attr] = [getattr(account, attr), value]
+            setattr(account, attr, value)
+    session.flush()
+    if changes:
+        record(
+            session,
+            "ledger.account.changed",
+            tenant_id=tenant.id,
+            actor=actor,
+            target=account.code,
+            details=changes,
+        )
+    return account
+
+
+def account_by_code(session: Session, code: str) -> Account | None:
+    return session.scalar(select(Account).where(Account.code == code))
+
+
+def postable_codes(session: Session) -> set[str]:
+    child = aliased(Account)
+    q = select(Account.code).where(~exists().where(child.parent_id == Account.id))
+    return set(session.scalars(q))
+
+
+# --- account mapping ----------------------------------------------------------------------
+
+
+def get_mapping(session: Session) -> dict[str, str]:
+    """Purpose -> account code, for every known purpose (defaults where none is stored)."""
+    tenant_of(session)
+    q = select(AccountMapping.purpose, Account.code).join(
+        Account, Account.id == AccountMapping.account_id
+    )
+    stored = dict(session.execute(q).all())
+    return {p.name: stored.get(p.name, p.default) for p in PURPOSES}
+
+
+def set_mapping(session: Session, changes: Mapping[str, str], *, actor: str = "") -> dict[str, str]:
+    """Map purposes to accounts (active, postable). Returns the whole mapping."""
+    tenant = tenant_of(session)
+    unknown = sorted(set(changes) - PURPOSE_NAMES)
+    if unknown:
+        raise LedgerError(
+            f"unknown purpose {', '.join(unknown)}; known: {', '.join(sorted(PURPOSE_NAMES))}"
+        )
+    accounts = _load_accounts(session, set(changes.values()))
+    problems: list[str] = []
+    for purpose, code in sorted(changes.items()):
+        problem = _account_problem(code, accounts.get(code))
+        if problem:
+            problems.append(f"{purpose}: {problem}")
+    if problems:
+        raise LedgerError("; ".join(problems))
+    _forget(session)
+    rows = {m.purpose: m for m in session.scalars(select(AccountMapping))}
+    before = get_mapping(session)
+    for purpose, code in changes.items():
+        acc_id = accounts[code][0].id
+        row = rows.get(purpose)
+        if row is None:
+            session.add(AccountMapping(purpose=purpose, account_id=acc_id))
+        else:
+            row.account_id = acc_id
+    session.flush()
+    after = get_mapping(session)
+    diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+    if diff:
+        record(
+            session,
+            "ledger.mapping.changed",
+            tenant_id=tenant.id,
+            actor=actor,
+            target="account mapping",
+            details=diff,
+        )
+    return after
+
+
+# --- posting ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Line:
+    account: str
+    amount: Decimal
+    currency: str
+    rate: Decimal
+    base: Decimal
+    memo: str
+    dims: dict[str, str | None]
+
+
+def _load_accounts(session: Session, codes: Iterable[str]) -> dict[str, tuple[Account, bool]]:
+    """code -> (account, has sub-accounts), in one query."""
+    wanted = sorted({c for c in codes if isinstance(c, str)})
+    if not wanted:
+        return {}
+    child = aliased(Account)
+    has_children = exists().where(child.parent_id == Account.id)
+    q = select(Account, has_children).where(Account.code.in_(wanted))
+    return {a.code: (a, bool(h)) for a, h in session.execute(q)}
+
+
+_CACHE = "erp_ledger_cache"
+
+
+def _tx_cache(session: Session) -> dict[str, Any]:
+    """What this transaction already knows for its tenant: the tenant, accounts by code,
+    periods seen open. Reset with every transaction and tenant, and by every change of
+    accounts, mapping or periods in it.
+    """
+    session.connection()  # begin the transaction, so that it can be told apart
+    txn, tid = session.get_transaction(), session_tenant(session)
+    held = session.info.get(_CACHE)
+    if held is None or held[0] is not txn or held[1] != tid:
+        held = (txn, tid, {"accounts": {}, "open": set()})
+        session.info[_CACHE] = held
+    cache: dict[str, Any] = held[2]
+    return cache
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_CACHE, None)
+
+
+def _cached_accounts(
+    session: Session, cache: dict[str, Any], codes: set[str]
+) -> dict[str, tuple[Account, bool]]:
+    known: dict[str, tuple[Account, bool]] = cache["accounts"]
+    missing = {c for c in codes if c not in known}
+    if missing:
+        known.update(_load_accounts(session, missing))
+    return {c: known[c] for c in codes if c in known}
+
+
+def _account_problem(
+    code: str, found: tuple[Account, bool] | None, *, reversal: bool = False
+) -> str | None:
+    if found is None:
+        return f"unknown account {code!r}"
+    acc, aggregate = found
+    if aggregate:
+        return (
+            f"account {code} ({acc.name_zh}) has sub-accounts; post to one of them "
+            "(only the last level takes postings)"
+        )
+    if not acc.is_active and not reversal:  # undoing an entry is allowed on it still
+        return f"account {code} ({acc.name_zh}) is inactive"
+    return None
+
+
+def _text_problem(value: object, what: str, limit: int, *, required: bool) -> str | None:
+    if value is None:
+        return f"{what} is required" if required else None
+    if not isinstance(value, str):
+        return f"{what} must be text"
+    if required and not value.strip():
+        return f"{what} must not be empty"
+    if len(value) > limit:
+        return f"{what} is longer than {limit} characters"
+    if "\x00" in value:
+        return f"{what} contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} is not valid text (unpaired surrogate)"
+    return None
+
+
+def _normalize(draft: EntryDraft, tenant: Tenant) -> tuple[list[_Line], list[str]]:
+    """Check what needs no database; returns the lines (with tenant-currency amounts)."""
+    problems: list[str] = []
+    for what, value, limit, required in (
+        ("idempotency_key", draft.idempotency_key, LIMITS["key"], True),
+        ("narration", draft.narration, LIMITS["narration"], True),
+        ("source_type", draft.source_type, LIMITS["stype"], False),
+        ("source_id", draft.source_id, LIMITS["sid"], False),
+    ):
+        p = _text_problem(value, what, limit, required=required)
+        if p:
+            problems.append(p)
+    if not isinstance(draft.date, datetime.date) or isinstance(draft.date, datetime.datetime):
+        problems.append("date must be a date (not a datetime)")
+    elif not FIRST_DATE <= draft.date <= LAST_DATE:
+        problems.append(f"date {draft.date} is outside {FIRST_DATE} .. {LAST_DATE}")
+    postings = draft.postings
+    if not isinstance(postings, tuple | list) or len(postings) < 2:
+        problems.append("an entry needs at least two postings")
+        return [], problems
+    if len(postings) > MAX_POSTINGS:
+        problems.append(f"an entry has at most {MAX_POSTINGS} postings")
+        return [], problems
+    base_cur = tenant.currency
+    base_places = minor_unit(base_cur)
+    lines: list[_Line] = []
+    for n, pd in enumerate(postings, 1):
+        where = f"posting {n}"
+        if not isinstance(pd, PostingDraft):
+            problems.append(f"{where} is not a PostingDraft")
+            continue
+        before = len(problems)
+        if not isinstance(pd.account, str) or not pd.account:
+            problems.append(f"{where}: account code is required")
+        currency = base_cur if pd.currency is None else pd.currency
+        if not isinstance(currency, str) or not CURRENCY_RE.match(currency):
+            problems.append(f"{where}: currency {currency!r} must be three capital letters")
+            currency = "???"
+        try:
+            amount = _as_decimal(pd.amount, f"{where}: amount")
+        except LedgerError as exc:
+            problems.append(str(exc))
+            amount = Decimal(0)
+        else:
+            places = minor_unit(currency)
+            if amount == 0:
+                problems.append(f"{where}: amount must not be zero")
+            elif abs(amount) >= MAX_AMOUNT:
+                problems.append(f"{where}: amount {amount} is too large")
+            elif not _fits(amount, places):
+                problems.append(
+                    f"{where}: amount {amount} has more decimals than {currency} allows ({places})"
+                )
+        rate = Decimal(1)
+        if pd.rate is not None:
+            try:
+                rate = _as_decimal(pd.rate, f"{where}: rate")
+            except LedgerError as exc:
+                problems.append(str(exc))
+        if currency == base_cur:
+            if rate != 1:
+                problems.append(
+                    f"{where}: the rate of the tenant currency {base_cur} is 1, not {rate}"
+                )
+        elif pd.rate is None:
+            problems.append(f"{where}: a rate to {base_cur} is required for {currency}")
+        elif rate <= 0:
+            problems.append(f"{where}: rate must be greater than zero")
+        elif rate >= MAX_RATE or not _fits(rate, RATE_PLACES):
+            problems.append(f"{where}: rate {rate} is out of range or has over 10 decimals")
+        p_memo = _text_problem(pd.memo, f"{where}: memo", LIMITS["memo"], required=False)
+        if p_memo:
+            problems.append(p_memo)
+        dims: dict[str, str | None] = {}
+        for dim in DIMENSIONS:
+            value = getattr(pd, dim)
+            if value == "":
+                value = None
+            dp = _text_problem(value, f"{where}: {dim}", LIMITS["dimension"], required=False)
+            if dp:
+                problems.append(dp)
+            dims[dim] = value
+        if len(problems) > before:
+            continue
+        with localcontext() as ctx:
+            ctx.prec = 60
+            base = (amount * rate).quantize(Decimal(1).scaleb(-base_places), ROUND_HALF_UP)
+        if abs(base) >= MAX_AMOUNT:
+            problems.append(f"{where}: {base_cur} amount {base} is too large")
+        lines.append(
+            _Line(
+                account=pd.account,
+                amount=amount,
+                currency=currency,
+                rate=rate,
+                base=base,
+                memo=pd.memo or "",
+                dims=dims,
+            )
+        )
+    if problems:
+        return lines, problems
+    problems.extend(_balance_problems(lines, base_cur, base_places))
+    return lines, problems
+
+
+def _balance_problems(lines: list[_Line], base_cur: str, base_places: int) -> list[str]:
+    """Each currency must balance; then the tenant-currency amounts, after the rounding rule:
+    when the unrounded amounts balance, a rounding difference goes to the largest
+    foreign-currency posting (the first one of them on a tie)."""
+    problems: list[str] = []
+    by_cur: dict[str, list[_Line]] = defaultdict(list)
+    for line in lines:
+        by_cur[line.currency].append(line)
+    for cur, group in sorted(by_cur.items()):
+        total = sum((x.amount for x in group), Decimal(0))
+        if total != 0:
+            debit = sum((x.amount for x in group if x.amount > 0), Decimal(0))
+            credit = sum((x.amount for x in group if x.amount < 0), Decimal(0))
+            places = minor_unit(cur)
+            problems.append(
+                f"the entry does not balance in {cur}: debits {fmt(debit, places)}, credits "
+                f"{fmt(credit, places)}, difference {fmt(total, places)}"
+            )
+    if problems:
+        return problems
+    with localcontext() as ctx:
+        ctx.prec = 60
+        exact = sum((x.amount * x.rate for x in lines), Decimal(0))
+    if exact != 0:
+        cur_rates = sorted(
+            cur for cur, g in by_cur.items() if len({x.rate for x in g}) > 1 and cur != base_cur
+        )
+        hint = (
+            f" (postings in {', '.join(cur_rates)} use different rates; use one rate per currency)"
+            if cur_rates
+            else ""
+        )
+        return [
+            f"the entry does not balance in {base_cur}: amounts times rates add up to "
+            f"{exact.normalize():f}{hint}"
+        ]
+    residual = sum((x.base for x in lines), Decimal(0))
+    if residual != 0:
+        foreign = [x for x in lines if x.currency != base_cur]
+        target = max(foreign, key=lambda x: abs(x.base))  # first of the largest on a tie
+        target.base -= residual
+    return []
+
+
+def _digest(lines: Sequence[_Line], draft: EntryDraft, reverses_id: int | None) -> str:
+    body = {
+        "date": draft.date.isoformat(),
+        "narration": draft.narration,
+        "source": [draft.source_type, draft.source_id],
+        "reverses": reverses_id,
+        "postings": [
+            [
+                x.account,
+                fmt(x.amount, 4),
+                x.currency,
+                fmt_rate(x.rate),
+                x.memo,
+                [x.dims[d] for d in DIMENSIONS],
+            ]
+            for x in lines
+        ],
+    }
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _existing(session: Session, key: str) -> JournalEntry | None:
+    return session.scalar(select(JournalEntry).where(JournalEntry.idempotency_key == key))
+
+
+def _replay(found: JournalEntry, digest: str) -> JournalEntry:
+    if found.digest != digest:
+        raise LedgerError(
+            f"idempotency key {found.idempotency_key!r} was already used by entry {found.id} "
+            "with different content; use a new key for a different event"
+        )
+    return found
+
+
+def post_entry(
+    session: Session,
+    draft: EntryDraft,
+    *,
+    hooks: Any = None,
+    actor: str = "",
+) -> JournalEntry:
+    """Validate and post ``draft``; returns the posted entry (postings loaded).
+
+    Refused with :class:`LedgerError` (nothing written) unless: every currency balances and so
+    do the tenant-currency amounts (rounding rule in ``docs/ledger.md``); the accounts exist,
+    are active and take postings; the period is open; amounts fit their currency's decimals;
+    rates are positive (1 for the tenant currency); and ``erp_ledger_validate`` of the tenant's
+    plugins (when ``hooks`` are given) returns no problem.
+
+    If the tenant already has an entry with ``draft.idempotency_key``, that entry is returned
+    unchanged, or :class:`LedgerError` raised if the draft's content differs. Flushes, never
+    commits.
+    """
+    return _post(session, draft, hooks=hooks, actor=actor)
+
+
+def _post(
+    session: Session,
+    draft: EntryDraft,
+    *,
+    hooks: Any,
+    actor: str,
+    reverses: JournalEntry | None = None,
+) -> JournalEntry:
+    if not isinstance(draft, EntryDraft):
+        raise LedgerError("post_entry takes an EntryDraft")
+    cache = _tx_cache(session)
+    tenant = cache.get("tenant") or tenant_of(session)
+    cache["tenant"] = tenant  # held here: the session's identity map keeps it only weakly
+    if reverses is None:
+        lines, problems = _normalize(draft, tenant)
+    else:
+        lines = [
+            _Line(
+                account=p.account.code,
+                amount=-p.amount,
+                currency=p.currency,
+                rate=p.rate,
+                base=-p.amount_base,
+                memo=p.memo,
+                dims={d: getattr(p, DIM_COLUMNS[d]) for d in DIMENSIONS},
+            )
+            for p in reverses.postings
+        ]
+        problems = []
+        for what, value, limit in (
+            ("narration", draft.narration, LIMITS["narration"]),
+            ("idempotency_key", draft.idempotency_key, LIMITS["key"]),
+        ):
+            p = _text_problem(value, what, limit, required=True)
+            if p:
+                problems.append(p)
+    if problems:
+        raise LedgerError("; ".join(problems))
+    digest = _digest(lines, draft, reverses.id if reverses else None)
+    if hooks is not None:  # a replay answers without asking the plugins again
+        found = _existing(session, draft.idempotency_key)
+        if found is not None:
+            return _replay(found, digest)
+
+    accounts = _cached_accounts(session, cache, {x.account for x in lines})
+    for n, x in enumerate(lines, 1):
+        problem = _account_problem(
+            x.account, accounts.get(x.account), reversal=reverses is not None
+        )
+        if problem:
+            problems.append(f"posting {n}: {problem}")
+    period = period_of(draft.date)
+    if period not in cache["open"]:
+        _guard_period(session, tenant.id, period, exclusive=False)
+        lock = session.scalar(select(PeriodLock).where(PeriodLock.period == period))
+        if lock is not None:
+            problems.append(_lock_problem(lock))
+        else:
+            # open until this transaction ends: it holds the period's shared lock
+            # (PostgreSQL) or will hold the database's write lock (SQLite)
+            cache["open"].add(period)
+    if problems:
+        found = _existing(session, draft.idempotency_key) if hooks is None else None
+        if found is not None:  # a replay of an entry posted before the period was locked
+            return _replay(found, digest)
+        raise LedgerError("; ".join(problems))
+    if hooks is not None:
+        results = hooks.erp_ledger_validate(session=session, draft=draft)
+        found_by_plugins = [str(p) for ps in results for p in ps or ()]
+        if found_by_plugins:
+            raise LedgerError("; ".join(found_by_plugins))
+
+    values = {
+        "tenant_id": tenant.id,
+        "date": draft.date,
+        "period": period,
+        "narration": draft.narration,
+        "idempotency_key": draft.idempotency_key,
+        "digest": digest,
+        "source_type": draft.source_type,
+        "source_id": draft.source_id,
+        "reverses_id": reverses.id if reverses is not None else None,
+        "posted_by": actor[:254],
+        "posted_at": utcnow(),
+    }
+    # Core statements (the ORM's bulk machinery costs more than the database here).
+    # ON CONFLICT DO NOTHING: a concurrent post of the same key (or reversal of the same
+    # entry) that committed first wins, and this one answers with it.
+    dialect = session.get_bind().dialect.name
+    table = cast(Table, JournalEntry.__table__)
+    ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = ins.values(**values).on_conflict_do_nothing().returning(table.c.id)
+    entry_id = session.execute(stmt).scalar_one_or_none()
+    if entry_id is None:  # another transaction inserted it meanwhile and committed first
+        found = _existing(session, draft.idempotency_key)
+        if reverses is not None:
+            other = reversal_of(session, reverses.id)
+            if other is None and found is not None:
+                raise LedgerError(
+                    f"entry {found.id} already uses the key {draft.idempotency_key!r} of the "
+                    f"reversal of entry {reverses.id}"
+                )
+            raise LedgerError(f"entry {reverses.id} was already reversed by entry {other}")
+        if found is None:
+            raise LedgerError("the entry conflicts with another one; try again")
+        return _replay(found, digest)
+    rows = [
+        {
+            "tenant_id": tenant.id,
+            "entry_id": entry_id,
+            "line": n,
+            "account_id": accounts[x.account][0].id,
+            "date": draft.date,
+            "period": period,
+            "currency": x.currency,
+            "amount": x.amount,
+            "rate": x.rate,
+            "amount_base": x.base,
+            "memo": x.memo,
+            "channel": x.dims["channel"],
+            "store": x.dims["store"],
+            "sku": x.dims["sku"],
+            "order_ref": x.dims["order"],
+            "warehouse": x.dims["warehouse"],
+        }
+        for n, x in enumerate(lines, 1)
+    ]
+    session.execute(insert(cast(Table, Posting.__table__)), rows)
+    # the row as stored, known to the session without reading it back; its postings load
+    # when first used
+    entry = JournalEntry(id=entry_id, **values)
+    make_transient_to_detached(entry)
+    session.add(entry)
+    return entry
+
+
+def reverse_entry(
+    session: Session,
+    entry_id: int,
+    *,
+    date: datetime.date | None = None,
+    reason: str,
+    hooks: Any = None,
+    actor: str = "",
+) -> JournalEntry:
+    """Post the mirror image of entry ``entry_id`` (every amount negated, same accounts, rates,
+    tenant-currency amounts and dimensions), linked to it by ``reverses_id``.
+
+    ``date`` defaults to the original's date and may not be earlier; its period must be open.
+    An entry is reversed at most once, and a reversal is not reversed (post a new entry).
+    """
+    tenant = tenant_of(session)
+    entry = session.get(JournalEntry, entry_id)
+    if entry is None or entry.tenant_id != tenant.id:
+        raise LedgerError(f"no journal entry {entry_id}")
+    if not isinstance(reason, str) or not reason.strip():
+        raise LedgerError("a reversal needs a reason")
+    if len(reason) > 500:
+        raise LedgerError("the reason is longer than 500 characters")
+    if entry.reverses_id is not None:
+        raise LedgerError(
+            f"entry {entry.id} is the reversal of entry {entry.reverses_id}; post a new entry "
+            "instead of reversing a reversal"
+        )
+    other = reversal_of(session, entry.id)
+    if other is not None:
+        raise LedgerError(f"entry {entry.id} was already reversed by entry {other}")
+    day = entry.date if date is None else date
+    if not isinstance(day, datetime.date) or isinstance(day, datetime.datetime):
+        raise LedgerError("date must be a date")
+    if day < entry.date:
+        raise LedgerError(
+            f"a reversal cannot be dated {day}, before the entry it reverses ({entry.date})"
+        )
+    if day > LAST_DATE:
+        raise LedgerError(f"date {day} is after {LAST_DATE}")
+    draft = EntryDraft(
+        date=day,
+        narration=f"Reversal of entry {entry.id}: {reason.strip()}",
+        postings=(),
+        idempotency_key=f"reversal:{entry.id}",
+        source_type=entry.source_type,
+        source_id=entry.source_id,
+    )
+    return _post(session, draft, hooks=hooks, actor=actor, reverses=entry)
+
+
+def reversal_of(session: Session, entry_id: int) -> int | None:
+    """The id of the entry that reverses ``entry_id``, if any."""
+    return session.scalar(select(JournalEntry.id).where(JournalEntry.reverses_id == entry_id))
+
+
+# --- stock valuation ----------------------------------------------------------------------
+
+
+def post_valuation(session: Session, valuation: StockValuation) -> JournalEntry | None:
+    """Post the entry of one valued stock move (idempotent per move); None for a zero value.
+
+    Accounts come from the tenant's account mapping (``VALUATION_ACCOUNTS``); the value is
+    rounded to the tenant currency's minor unit (half up).
+    """
+    tenant = tenant_of(session)
+    if valuation.kind not in VALUATION_ACCOUNTS:
+        raise LedgerError(f"unknown stock valuation kind {valuation.kind!r}")
+    if valuation.currency != tenant.currency:
+        raise LedgerError(
+            f"stock is valued in {valuation.currency}, but the tenant's currency is "
+            f"{tenant.currency}"
+        )
+    value = _as_decimal(valuation.value, "valuation value")
+    if value < 0:
+        raise LedgerError(f"a stock valuation is positive, got {value}")
+    value = value.quantize(Decimal(1).scaleb(-minor_unit(tenant.currency)), ROUND_HALF_UP)
+    if value == 0:
+        return None
+    unknown = sorted(set(valuation.dimensions) - {"channel", "store", "order"})
+    if unknown:
+        raise LedgerError(f"unknown posting dimension {', '.join(unknown)}")
+    debit, credit = VALUATION_ACCOUNTS[valuation.kind]
+    mapping = get_mapping(session)
+    occurred = valuation.occurred_at
+    if occurred.tzinfo is None:
+        raise LedgerError("occurred_at must be an aware datetime")
+    day = occurred.astimezone(ZoneInfo(tenant.timezone)).date()
+    dims: dict[str, Any] = {
+        "sku": valuation.sku_code,
+        "warehouse": valuation.warehouse_code,
+        **valuation.dimensions,
+    }
+    source_type = valuation.source_type or "stock_move"
+    source_id = valuation.source_id if valuation.source_type else str(valuation.move_id)
+    memo = f"{valuation.quantity.normalize():f} x {valuation.unit_cost.normalize():f}"
+    draft = EntryDraft(
+        date=day,
+        narration=f"stock {valuation.kind}: {valuation.sku_code} x "
+        f"{valuation.quantity.normalize():f}",
+        postings=(
+            PostingDraft(account=mapping[debit], amount=value, memo=memo, **dims),
+            PostingDraft(account=mapping[credit], amount=-value, memo=memo, **dims),
+        ),
+        idempotency_key=f"stock-move:{valuation.move_id}",
+        source_type=source_type,
+        source_id=source_id,
+    )
+    return post_entry(session, draft, actor="inventory")
+
+
+# --- periods ------------------------------------------------------------------------------
+
+
+def locked_periods(session: Session) -> list[PeriodLock]:
+    return list(session.scalars(select(PeriodLock).order_by(PeriodLock.period)))
+
+
+def is_locked(session: Session, period: str) -> bool:
+    q = select(PeriodLock.id).where(PeriodLock.period == check_period(period))
+    return session.scalar(q) is not None
+
+
+def lock_period(session: Session, period: str, *, actor: str) -> PeriodLock:
+    """Lock ``period`` (``YYYY-MM``): nothing more is posted or reversed into it. Locking a
+    locked period returns its lock. Waits for posts in flight into the period (PostgreSQL)."""
+    tenant = tenant_of(session)
+    check_period(period)
+    _guard_period(session, tenant.id, period, exclusive=True)
+    lock = session.scalar(select(PeriodLock).where(PeriodLock.period == period))
+    if lock is not None:
+        return lock
+    lock = PeriodLock(period=period, locked_by=(actor or "")[:254])
+    _forget(session)
+    session.add(lock)
+    session.flush()
+    record(session, "ledger.period.locked", tenant_id=tenant.id, actor=actor, target=period)
+    return lock
+
+
+def unlock_period(session: Session, period: str, *, actor: str) -> None:
+    """Open a locked period again (audited)."""
+    tenant = tenant_of(session)
+    check_period(period)
+    lock = session.scalar(select(PeriodLock).where(PeriodLock.period == period))
+    if lock is None:
+        raise LedgerError(f"period {period} is not locked")
+    details = {"locked_by": lock.locked_by, "locked_at": lock.locked_at.isoformat()}
+    session.delete(lock)
+    session.flush()
+    record(
+        session,
+        "ledger.period.unlocked",
+        tenant_id=tenant.id,
+        actor=actor,
+        target=period,
+        details=details,
+    )
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+def trial_balance(session: Session, *, until: datetime.date | None = None) -> list[TrialBalanceRow]:
+    """Balances of every account with postings, per currency, up to ``until`` (inclusive).
+
+    In each currency the balances add up to zero, and so do the tenant-currency balances.
+    """
+    tenant_of(session)
+    debit = func.sum(case((Posting.amount > 0, Posting.amount), else_=None))
+    credit = func.sum(case((Posting.amount < 0, Posting.amount), else_=None))
+    q = (
+        select(
+            Account.code,
+            Account.name_zh,
+            Account.name_en,
+            Account.type,
+            Posting.currency,
+            debit,
+            credit,
+            func.sum(Posting.amount),
+            func.sum(Posting.amount_base),
+        )
+        .join(Account, Account.id == Posting.account_id)
+        .group_by(Account.code, Account.name_zh, Account.name_en, Account.type, Posting.currency)
+        .order_by(Account.code, Posting.currency)
+    )
+    if until is not None:
+        q = q.where(Posting.date <= until)
+    zero = Decimal("0.0000")
+    return [
+        TrialBalanceRow(
+            account=code,
+            name_zh=zh,
+            name_en=en,
+            type=type_,
+            currency=cur,
+            debit=d if d is not None else zero,
+            credit=c if c is not None else zero,
+            balance=bal,
+            balance_base=base,
+        )
+        for code, zh, en, type_, cur, d, c, bal, base in session.execute(q)
+    ]
+
+
+GROUPS = ("period", *DIMENSIONS)
+
+
+def balances(
+    session: Session,
+    *,
+    account: str | None = None,
+    period: str | None = None,
+    since: datetime.date | None = None,
+    until: datetime.date | None = None,
+    group_by: Sequence[str] = (),
+    where: Mapping[str, str] | None = None,
+) -> list[BalanceRow]:
+    """Balances per account and currency, optionally grouped by period and dimensions.
+
+    ``account`` selects that account and its sub-accounts (rows stay per postable account);
+    ``period`` (``YYYY-MM``), ``since`` and ``until`` limit the dates; ``where`` keeps postings
+    with the given dimension values; ``group_by`` names from ``period``, ``channel``, ``store``,
+    ``sku``, ``order``, ``warehouse``.
+    """
+    tenant_of(session)
+    bad = [g for g in group_by if g not in GROUPS]
+    if bad:
+        raise LedgerError(f"cannot group by {', '.join(bad)}; choose from {', '.join(GROUPS)}")
+    where = dict(where or {})
+    bad = [k for k in where if k not in DIMENSIONS]
+    if bad:
+        raise LedgerError(f"unknown dimension {', '.join(bad)}")
+    groups = list(dict.fromkeys(group_by))
+    cols: list[Any] = [
+        Posting.period if g == "period" else getattr(Posting, DIM_COLUMNS[g]) for g in groups
+    ]
+    q = (
+        select(
+            Account.code,
+            Posting.currency,
+            func.sum(Posting.amount),
+            func.sum(Posting.amount_base),
+            *cols,
+        )
+        .join(Account, Account.id == Posting.account_id)
+        .group_by(Account.code, Posting.currency, *cols)
+        .order_by(Account.code, Posting.currency, *cols)
+    )
+    if account is not None:
+        acc = account_by_code(session, account)
+        if acc is None:
+            raise LedgerError(f"unknown account {account!r}")
+        q = q.where(Account.code.startswith(account, autoescape=True))
+    if period is not None:
+        q = q.where(Posting.period == check_period(period))
+    if since is not None:
+        q = q.where(Posting.date >= since)
+    if until is not None:
+        q = q.where(Posting.date <= until)
+    for dim, value in where.items():
+        q = q.where(getattr(Posting, DIM_COLUMNS[dim]) == value)
+    out: list[BalanceRow] = []
+    for row in session.execute(q):
+        code, cur, amount, base, *keys = row
+        values = dict(zip(groups, keys, strict=True))
+        out.append(
+            BalanceRow(
+                account=code,
+                currency=cur,
+                amount=amount,
+                amount_base=base,
+                period=values.pop("period", None),
+                dimensions=values,
+            )
+        )
+    return out

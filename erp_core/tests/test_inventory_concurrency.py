@@ -1,0 +1,137 @@
+"""Concurrent reservations of one hot SKU never oversell.
+
+Many threads, each with its own session and transaction, reserve 1-3 units at a time from a
+SKU with 100 in stock until nothing is left: exactly 100 are reserved in the end, available is
+0, and no reader ever sees more reserved than on hand. On PostgreSQL with 16 workers (the
+production database); on SQLite, where writes are serialized, with 8.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from erp_core.db.session import Database
+from erp_core.inventory import service as inv
+from erp_core.inventory.errors import ShortageError
+from erp_core.inventory.models import Move, Quant
+from erp_core.testing.inventory import invariant_violations
+
+PG_URL = os.environ.get("ERP_TEST_DATABASE_URL", "")
+needs_postgres = pytest.mark.skipif(
+    not PG_URL, reason="PostgreSQL concurrency test; set ERP_TEST_DATABASE_URL to run"
+)
+STOCK = 100
+
+
+def _hot_sku(erp_db: Any, make_tenant: Any) -> int:
+    t = make_tenant("hot")
+    with erp_db.tenant_session(t.id) as s:
+        inv.create_warehouse(s, code="WH", name="Hot")
+        inv.create_location(s, parent="WH", code="BIN")
+        inv.create_sku(s, code="HOT", name="Hot seller")
+        # two quants, so that reservations also spread over locations
+        inv.receive(s, "HOT", 60, warehouse="WH", unit_cost="9.90")
+        inv.receive(s, "HOT", 40, to_location="WH/BIN", unit_cost="9.90")
+    return t.id
+
+
+def _race(url: str, tenant_id: int, workers: int, partial: bool) -> dict[str, Any]:
+    """``workers`` threads reserve until the stock is gone; returns what each one got."""
+    db = Database(
+        url, **({"pool_size": workers + 2, "max_overflow": 0} if "postgres" in url else {})
+    )
+    got: list[list[Decimal]] = [[] for _ in range(workers)]
+    errors: list[BaseException] = []
+    refusals = [0] * workers
+    start = threading.Barrier(workers + 1)
+    done = threading.Event()
+    seen_bad: list[str] = []
+
+    def worker(n: int) -> None:
+        rnd = random.Random(n)
+        try:
+            start.wait()
+            want = Decimal(rnd.randint(1, 3))
+            while True:
+                try:
+                    with db.tenant_session(tenant_id) as s:
+                        res = inv.reserve(s, "HOT", want, warehouse="WH", allow_partial=partial)
+                except ShortageError as exc:
+                    refusals[n] += 1
+                    if exc.available == 0:
+                        return
+                    want = exc.available  # take what is left, if still there
+                    continue
+                if res.reserved == 0:
+                    return
+                got[n].append(res.reserved)
+                want = Decimal(rnd.randint(1, 3))
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    def monitor() -> None:
+        start.wait()
+        while not done.is_set():
+            with db.tenant_session(tenant_id) as s:
+                on_hand, reserved = s.execute(
+                    select(func.sum(Quant.quantity), func.sum(Quant.reserved))
+                ).one()
+                if reserved > on_hand or reserved > STOCK:
+                    seen_bad.append(f"reserved {reserved} of {on_hand}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(workers)]
+    watcher = threading.Thread(target=monitor)
+    for t in [*threads, watcher]:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    done.set()
+    watcher.join(timeout=60)
+    db.dispose()
+    assert not any(t.is_alive() for t in threads), "a worker hung"
+    return {"got": got, "errors": errors, "refusals": refusals, "seen_bad": seen_bad}
+
+
+def _check(erp_db: Any, tenant_id: int, outcome: dict[str, Any], workers: int) -> None:
+    assert outcome["errors"] == [], outcome["errors"][:3]
+    assert outcome["seen_bad"] == []
+    total = sum(sum(g) for g in outcome["got"])
+    assert total == STOCK, f"reserved {total} of {STOCK}"
+    assert sum(1 for g in outcome["got"] if g) > 1, "only one worker got anything"
+    with erp_db.tenant_session(tenant_id) as s:
+        [level] = inv.stock_levels(s, sku="HOT", group_by="sku")
+        assert (level.on_hand, level.reserved, level.available) == (STOCK, STOCK, 0)
+        held = s.scalar(select(func.sum(Move.reserved)).where(Move.state == "reserved"))
+        assert held == STOCK
+        assert s.scalar(select(func.count()).select_from(Move).where(Move.state == "reserved")) >= (
+            sum(len(g) for g in outcome["got"])
+        )
+        assert invariant_violations(s) == []
+        with pytest.raises(ShortageError):
+            inv.reserve(s, "HOT", 1, warehouse="WH")
+
+
+@needs_postgres
+@pytest.mark.postgres
+@pytest.mark.parametrize("partial", [False, True], ids=["all-or-nothing", "partial"])
+def test_sixteen_workers_on_postgres_reserve_exactly_the_stock(erp_db, make_tenant, partial):
+    assert erp_db.is_postgres
+    tenant_id = _hot_sku(erp_db, make_tenant)
+    outcome = _race(erp_db.url, tenant_id, 16, partial)
+    _check(erp_db, tenant_id, outcome, 16)
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["all-or-nothing", "partial"])
+def test_concurrent_workers_on_sqlite_reserve_exactly_the_stock(erp_db, make_tenant, partial):
+    if erp_db.is_postgres:
+        pytest.skip("the SQLite variant; PostgreSQL has its own test")
+    tenant_id = _hot_sku(erp_db, make_tenant)
+    outcome = _race(erp_db.url, tenant_id, 8, partial)
+    _check(erp_db, tenant_id, outcome, 8)

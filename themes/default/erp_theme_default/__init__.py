@@ -1,0 +1,1 @@
+"""The default theme: the page shell (top bar, navigation, user menu), styles and htmx."""
