@@ -18,4 +18,4 @@ def erp_tenant_created(session: Session, tenant: Tenant) -> None:
     transit) at once; the service also creates them lazily for older tenants."""
     from erp_core.inventory.service import ensure_virtual_locations
 
-    ensure_virtual_locations(session, tenant.id)
+    ensure_virtual_locations(session, tenant)

@@ -470,12 +470,16 @@ def virtual_location(session: Session, usage: str) -> Location:
     return ensure_virtual_locations(session)[usage]
 
 
-def ensure_virtual_locations(session: Session, tenant_id: int | None = None) -> dict[str, Location]:
-    """The tenant's virtual locations by usage, creating those missing (idempotent).
-
-    Called when a tenant is created (hook ``erp_tenant_created``) and lazily by the service.
-    """
-    tid = tenant_id if tenant_id is not None else _tenant_id(session)
+def ensure_virtual_locations(
+    session: Session, tenant: Tenant | int | None = None
+) -> dict[str, Location]:
+    """The virtual locations of ``tenant`` (default: the session's) by usage, creating those
+    missing (idempotent). Called when a tenant is created (hook ``erp_tenant_created``) and
+    lazily by the service, for tenants created before the inventory existed."""
+    if isinstance(tenant, Tenant):
+        tid = tenant.id
+    else:
+        tid = tenant if tenant is not None else _tenant_id(session)
     cache: dict[int, dict[str, int]] = session.info.setdefault("erp_inv_virtual", {})
     ids = cache.get(tid)
     if ids is not None:

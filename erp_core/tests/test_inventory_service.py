@@ -737,3 +737,24 @@ def test_kernel_hooks_post_the_valuation_to_the_ledger(s, wh, erp_registry):
     assert len(entries) == 2
     refs = " ".join(str(vars(e)) for e in entries)
     assert str(m.id) in refs and str(out.id) in refs
+
+
+def test_virtual_locations_are_created_lazily_for_older_tenants(erp_db):
+    from sqlalchemy import func
+
+    from erp_core.inventory.models import Location
+    from erp_core.tenancy.service import create_tenant
+
+    with erp_db.session() as s, s.begin():
+        tid = create_tenant(s, "older", "Older").id  # no registry: no erp_tenant_created
+    with erp_db.tenant_session(tid) as s:
+        assert s.scalar(select(func.count()).select_from(Location)) == 0
+        inv.create_sku(s, code="X", name="X")
+        inv.create_warehouse(s, code="W", name="W")
+        [m] = inv.receive(s, "X", 2, warehouse="W", unit_cost=1)
+        assert inv.get_location(s, m.from_location_id).path == "@supplier"
+        res = inv.reserve(s, "X", 1, warehouse="W")
+        assert inv.get_location(s, inv.get_move(s, res.move_ids[0]).to_location_id).path == (
+            "@customer"
+        )
+        assert s.scalar(select(func.count()).select_from(Location)) == 7
