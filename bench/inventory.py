@@ -4,17 +4,18 @@
                                         [--seconds 5] [--workers 1,4,16] [--no-ledger]
 
 For each database (default: a temporary SQLite file; PostgreSQL too when ``--pg`` is given;
-``--db`` may be repeated) and each number of workers W, W threads reserve 1 unit at a time of
-one hot SKU (stock far above what they can take), each reservation in its own transaction
-through ``erp_core.inventory.service.reserve`` with the kernel's hooks, as the JSON API does
-(by codes, tenant-scoped session, row-level security on PostgreSQL); each thread holds one
-connection, as the baseline's threads do:
+``--db`` may be repeated) and each number of workers W, W worker processes (as Celery's and the
+web server's workers are; ``--threads`` runs them as threads of one process instead) reserve 1
+unit at a time of one hot SKU (stock far above what they can take), each reservation in its own
+transaction through ``erp_core.inventory.service.reserve`` with the kernel's hooks, as the JSON
+API does (by codes, tenant-scoped session, row-level security on PostgreSQL); each worker holds
+one connection, as the baseline's workers do:
 
     RESULT bench=reserve workers=W db=<sqlite|postgresql> reservations=N seconds=S per_s=X
 
 then, on the same database with the same W, the baseline: a bare single-row
 ``UPDATE t SET available = available - 1 WHERE id = 1 AND available >= 1``, each in its own
-transaction, one connection per thread:
+transaction, one connection per worker:
 
     RESULT bench=baseline_update workers=W db=... updates=N seconds=S per_s=X ratio=R
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import secrets
 import subprocess
 import sys
@@ -41,12 +43,64 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 BIG_STOCK = 10**8
+#: Workers are threads of this process instead of processes (``--threads``).
+THREADS = False
 
 
 def timed(
     workers: int, seconds: float, setup: Callable[[], Any], step: Callable[[Any], None]
 ) -> tuple[int, float]:
-    """Run ``step(state)`` in ``workers`` threads for ``seconds``; (operations, elapsed)."""
+    """Run ``step(state)`` in ``workers`` worker processes (or threads, ``--threads``) for
+    ``seconds``; (operations, elapsed). Each worker calls ``setup()`` once for its state (a
+    connection) before the clock starts."""
+    if THREADS:
+        return _timed_threads(workers, seconds, setup, step)
+    ctx = multiprocessing.get_context("fork")  # the closures are inherited, not pickled
+    ready = ctx.Barrier(workers + 1)
+    stop = ctx.Event()
+    results: Any = ctx.Queue()
+
+    def run() -> None:
+        count, error = 0, ""
+        try:
+            state = setup()
+        except BaseException as exc:
+            results.put((0, repr(exc)))
+            ready.abort()
+            return
+        try:
+            ready.wait()
+            while not stop.is_set():
+                step(state)
+                count += 1
+        except BaseException as exc:
+            error = repr(exc)
+        finally:
+            close = getattr(state, "close", None)
+            if close is not None:
+                close()
+        results.put((count, error))
+
+    procs = [ctx.Process(target=run) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    ready.wait()
+    started = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    outcomes = [results.get() for _ in procs]
+    elapsed = time.perf_counter() - started
+    for p in procs:
+        p.join()
+    errors = [e for _, e in outcomes if e]
+    if errors:
+        raise RuntimeError(f"{len(errors)} worker(s) failed: {errors[0]}")
+    return sum(n for n, _ in outcomes), elapsed
+
+
+def _timed_threads(
+    workers: int, seconds: float, setup: Callable[[], Any], step: Callable[[Any], None]
+) -> tuple[int, float]:
     counts = [0] * workers
     errors: list[BaseException] = []
     ready = threading.Barrier(workers + 1)
@@ -102,6 +156,7 @@ def run_reserve(
             s.info[TENANT_KEY] = tid
             inv.reserve(s, sku, 1, warehouse="WH", hooks=hooks)
 
+    db.engine.dispose()  # no pooled connection may be inherited by the worker processes
     n, elapsed = timed(workers, seconds, db.engine.connect, step)
     with db.tenant_session(tid) as s:
         [level] = inv.stock_levels(s, sku=sku, group_by="sku")
@@ -133,6 +188,7 @@ def run_baseline(url: str, workers: int, seconds: float) -> tuple[int, float]:
         conn.execute(update)
         conn.commit()
 
+    engine.dispose()  # no pooled connection may be inherited by the worker processes
     n, elapsed = timed(workers, seconds, engine.connect, step)
     with engine.begin() as conn:
         left = conn.execute(text("SELECT available FROM bench_baseline WHERE id = 1")).scalar()
@@ -208,7 +264,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each run")
     parser.add_argument("--workers", default="1,4,16", help="comma-separated worker counts")
     parser.add_argument("--no-ledger", action="store_true", help="skip bench/ledger.py")
+    parser.add_argument(
+        "--threads", action="store_true", help="workers are threads of one process, not processes"
+    )
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     logging.disable(logging.CRITICAL)  # test plugins that are broken on purpose, etc.
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
 

@@ -55,12 +55,12 @@ def record(
     else:
         session.add(event)
     if hooks is None:
-        registry = session.info.get(REGISTRY_KEY)
-        if registry is not None:
-            from erp_core.tenancy.service import enabled_plugins
+        from erp_core.tenancy.service import tenant_hooks
 
-            enabled = enabled_plugins(session, tenant_id) if tenant_id is not None else ()
-            hooks = registry.hooks_for(enabled)
+        hooks = tenant_hooks(session, tenant_id) if tenant_id is not None else None
+        if hooks is None and tenant_id is None:
+            registry = session.info.get(REGISTRY_KEY)
+            hooks = registry.hooks_for(()) if registry is not None else None
     if hooks is not None:
         try:
             hooks.erp_audit_event(tenant_id=tenant_id, action=action, details=event.details)

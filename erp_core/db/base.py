@@ -65,12 +65,15 @@ class TenantScoped:
     #: Set to True on a model whose rows may exist before a tenant is known (audit events).
     #: Rows with no tenant are visible only through :func:`erp_core.db.system_access`.
     __tenant_nullable__ = False
+    #: Set to False on a model whose other indexes all start with ``tenant_id`` (a hot table
+    #: need not maintain one more index).
+    __tenant_index__ = True
 
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:
         return mapped_column(
             BigId,
             ForeignKey("core_tenant.id", ondelete="CASCADE"),
-            index=True,
+            index=bool(getattr(cls, "__tenant_index__", True)),
             nullable=bool(getattr(cls, "__tenant_nullable__", False)),
         )

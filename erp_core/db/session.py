@@ -30,13 +30,102 @@ def _is_postgres(session: Session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+_GUC_LOCAL = text(
+    "SELECT set_config('erp.tenant_id', :t, true), set_config('erp.all_tenants', :s, true)"
+)
+_NEUTRAL_SQL = (
+    "SELECT set_config('erp.tenant_id', '', false), set_config('erp.all_tenants', 'off', false)"
+)
+_GUC_SESSION = text(
+    "SELECT set_config('erp.tenant_id', :t, false), set_config('erp.all_tenants', :s, false)"
+)
+#: ``Connection.info`` keys (the info of the pooled DBAPI connection, kept across check-outs):
+#: the (tenant, system) settings the connection is known to carry outside a transaction, and
+#: whether the current transaction changed them (so that a rollback makes them unknown).
+GUC_KNOWN = "erp_guc"
+GUC_CHANGED = "erp_guc_changed"
+#: Set while a session's transaction runs on the connection (its settings were decided).
+GUC_SESSION_TX = "erp_guc_session_tx"
+_NO_TENANT = (None, False)
+
+
+def _guc_params(tenant_id: int | None, system: bool) -> dict[str, str]:
+    return {"t": "" if tenant_id is None else str(tenant_id), "s": "on" if system else "off"}
+
+
 def _set_pg_guc(conn: Connection, tenant_id: int | None, system: bool) -> None:
-    conn.execute(
-        text(
-            "SELECT set_config('erp.tenant_id', :t, true), set_config('erp.all_tenants', :s, true)"
-        ),
-        {"t": "" if tenant_id is None else str(tenant_id), "s": "on" if system else "off"},
-    )
+    """Change the row-level-security settings for the rest of the current transaction."""
+    conn.execute(_GUC_LOCAL, _guc_params(tenant_id, system))
+
+
+def _begin_pg_guc(conn: Connection, tenant_id: int | None, system: bool) -> None:
+    """Give a session's new transaction its row-level-security settings.
+
+    A tenant (or none) is set at session level, and the connection remembers it: the next
+    transaction that wants the same settings on the same connection (a worker's or a
+    request's next one, for the same tenant) skips the round trip. System access is always
+    transaction-local. A rollback of the transaction that set them
+    reverts them in PostgreSQL, so it makes them unknown here (see :func:`install_guc_tracking`);
+    changes within a transaction (``bind_tenant``, ``system_access``) are transaction-local and
+    end with it.
+    """
+    info = conn.info
+    info[GUC_SESSION_TX] = True
+    if system:  # seeing every tenant never outlives the transaction that asked for it
+        _set_pg_guc(conn, tenant_id, True)
+        return
+    want = (tenant_id, system)
+    if info.get(GUC_KNOWN) == want:
+        return
+    info[GUC_KNOWN] = None
+    conn.execute(_GUC_SESSION, _guc_params(tenant_id, system))
+    info[GUC_KNOWN] = want
+    info[GUC_CHANGED] = True
+
+
+def install_guc_tracking(engine: Engine) -> None:
+    """Keep ``Connection.info[GUC_KNOWN]`` true to what the PostgreSQL connection carries."""
+
+    @event.listens_for(engine, "commit")
+    def _committed(conn: Connection) -> None:
+        # an error in COMMIT itself is caught by handle_error below
+        conn.info.pop(GUC_CHANGED, None)
+        conn.info.pop(GUC_SESSION_TX, None)
+
+    @event.listens_for(engine, "rollback")
+    def _rolled_back(conn: Connection) -> None:
+        conn.info.pop(GUC_SESSION_TX, None)
+        if conn.info.pop(GUC_CHANGED, None):
+            conn.info[GUC_KNOWN] = None
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _raw_use(
+        conn: Connection, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        # A statement outside a session's transaction (a raw connection, a migration) runs
+        # with no tenant, whatever the last session on this pooled connection left behind.
+        info = conn.info
+        if info.get(GUC_SESSION_TX) or info.get(GUC_KNOWN) == _NO_TENANT:
+            return
+        info[GUC_KNOWN] = None
+        cursor.execute(_NEUTRAL_SQL)
+        info[GUC_KNOWN] = _NO_TENANT
+        if conn.in_transaction():
+            info[GUC_CHANGED] = True
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(ctx: Any) -> None:
+        if ctx.connection is not None and not ctx.connection.closed:
+            ctx.connection.info[GUC_KNOWN] = None
+
+    @event.listens_for(engine.pool, "checkin")
+    def _returned(dbapi_conn: Any, record: Any) -> None:
+        # returned inside a transaction that set them: the pool's reset rolled it back
+        if record is None:
+            return
+        record.info.pop(GUC_SESSION_TX, None)
+        if record.info.pop(GUC_CHANGED, None):
+            record.info[GUC_KNOWN] = None
 
 
 def _forget_foreign_rows(session: Session) -> None:
@@ -185,7 +274,7 @@ def _install_scoping(factory: sessionmaker[Session]) -> None:
     @event.listens_for(factory, "after_begin")
     def _guc(session: Session, transaction: Any, connection: Connection) -> None:
         if connection.dialect.name == "postgresql":
-            _set_pg_guc(connection, session_tenant(session), bool(session.info.get(SYSTEM_KEY)))
+            _begin_pg_guc(connection, session_tenant(session), bool(session.info.get(SYSTEM_KEY)))
 
 
 def install_sqlite_pragmas(engine: Engine, *, foreign_keys: bool) -> None:
@@ -213,7 +302,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         install_sqlite_pragmas(engine, foreign_keys=True)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    if engine.dialect.name == "postgresql":
+        install_guc_tracking(engine)
+    return engine
 
 
 class Database:

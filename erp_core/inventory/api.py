@@ -337,8 +337,6 @@ def list_locations(
     limit: int = Query(default=1000, ge=1, le=10_000),
 ) -> list[Location]:
     """Locations of every warehouse and the virtual ones (``@supplier``, ``@customer`` ...)."""
-    service.ensure_virtual_locations(db)
-    db.commit()
     stmt = select(Location).order_by(Location.path).limit(limit)
     if usage is not None:
         stmt = stmt.where(Location.usage == usage)

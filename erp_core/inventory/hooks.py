@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 @hookimpl
 def erp_tenant_created(session: Session, tenant: Tenant) -> None:
     """Every tenant gets its virtual locations (supplier, customer, adjustment, scrap,
-    transit) at once; the service also creates them lazily for older tenants."""
+    transit) at once (older tenants got them from migration 0005)."""
     from erp_core.inventory.service import ensure_virtual_locations
 
     ensure_virtual_locations(session, tenant)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -136,6 +138,12 @@ class Lot(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
 
 
+def _not_null(column: str) -> dict[str, Any]:
+    """Options of a partial index over the rows where ``column`` is set (PostgreSQL, SQLite)."""
+    cond = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": cond, "sqlite_where": cond}
+
+
 class Move(TenantScoped, Base):
     """One movement of a quantity of one SKU (one lot or serial at most) between locations."""
 
@@ -151,8 +159,15 @@ class Move(TenantScoped, Base):
         ),
         Index("ix_inv_move_tenant_id_sku_id_state", "tenant_id", "sku_id", "state"),
         Index("ix_inv_move_tenant_id_source", "tenant_id", "source_type", "source_id"),
-        Index("ix_inv_move_lot_id", "lot_id"),
+        # partial: most moves have no lot and no origin, and a reservation should not pay for
+        # index entries nobody looks up (migration 0004)
+        Index("ix_inv_move_lot_id", "lot_id", **_not_null("lot_id")),
+        # the moves list pages by (created_at, id), newest first (migration 0004)
+        Index("ix_inv_move_tenant_id_created_at", "tenant_id", "created_at", "id"),
+        # a move's follow-ups (transfer legs, splits); also what deleting a move checks
+        Index("ix_inv_move_origin_move_id", "origin_move_id", **_not_null("origin_move_id")),
     )
+    __tenant_index__ = False  # tenant_id leads the indexes that look moves up by tenant
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     sku_id: Mapped[int] = mapped_column(BigId, ForeignKey("inv_sku.id"), nullable=False)

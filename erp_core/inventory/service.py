@@ -474,8 +474,9 @@ def ensure_virtual_locations(
     session: Session, tenant: Tenant | int | None = None
 ) -> dict[str, Location]:
     """The virtual locations of ``tenant`` (default: the session's) by usage, creating those
-    missing (idempotent). Called when a tenant is created (hook ``erp_tenant_created``) and
-    lazily by the service, for tenants created before the inventory existed."""
+    missing (idempotent). Called when a tenant is created (hook ``erp_tenant_created``; the
+    migration ``0005_inventory_virtual_locations`` gave them to older tenants) and by the
+    service's writes, which need them."""
     if isinstance(tenant, Tenant):
         tid = tenant.id
     else:

@@ -724,13 +724,22 @@ def post_entry(
     do the tenant-currency amounts (rounding rule in ``docs/ledger.md``); the accounts exist,
     are active and take postings; the period is open; amounts fit their currency's decimals;
     rates are positive (1 for the tenant currency); and ``erp_ledger_validate`` of the tenant's
-    plugins (when ``hooks`` are given) returns no problem.
+    plugins returns no problem (``hooks`` default to the tenant's, from the session's registry:
+    see :func:`erp_core.tenancy.service.tenant_hooks`).
 
     If the tenant already has an entry with ``draft.idempotency_key``, that entry is returned
     unchanged, or :class:`LedgerError` raised if the draft's content differs. Flushes, never
     commits.
     """
-    return _post(session, draft, hooks=hooks, actor=actor)
+    return _post(session, draft, hooks=_hooks(session, hooks), actor=actor)
+
+
+def _hooks(session: Session, hooks: Any) -> Any:
+    if hooks is not None:
+        return hooks
+    from erp_core.tenancy.service import tenant_hooks
+
+    return tenant_hooks(session)
 
 
 def _post(
@@ -775,6 +784,9 @@ def _post(
     if hooks is not None:  # a replay answers without asking the plugins again
         found = _existing(session, draft.idempotency_key)
         if found is not None:
+            if reverses is not None and found.reverses_id == reverses.id and found.digest != digest:
+                # reversed meanwhile (another reason, by someone else)
+                raise LedgerError(f"entry {reverses.id} was already reversed by entry {found.id}")
             return _replay(found, digest)
 
     accounts = _cached_accounts(session, cache, {x.account for x in lines})
@@ -917,7 +929,7 @@ def reverse_entry(
         source_type=entry.source_type,
         source_id=entry.source_id,
     )
-    return _post(session, draft, hooks=hooks, actor=actor, reverses=entry)
+    return _post(session, draft, hooks=_hooks(session, hooks), actor=actor, reverses=entry)
 
 
 def reversal_of(session: Session, entry_id: int) -> int | None:

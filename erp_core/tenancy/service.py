@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, update
@@ -15,7 +15,7 @@ from erp_core.audit.service import record
 from erp_core.auth.models import Role
 from erp_core.auth.permissions import DEFAULT_ROLES
 from erp_core.db.base import utcnow
-from erp_core.db.session import bind_tenant, system_access
+from erp_core.db.session import REGISTRY_KEY, bind_tenant, session_tenant, system_access
 from erp_core.i18n import N_
 from erp_core.plugins.registry import DependencyError
 from erp_core.tenancy.models import Tenant, TenantPlugin
@@ -238,6 +238,21 @@ def enabled_plugins(session: Session, tenant_id: int) -> frozenset[str]:
         )
     _cache[key] = EnabledSet(epoch, names)
     return names
+
+
+def tenant_hooks(session: Session, tenant_id: int | None = None) -> Any:
+    """The hooks of the plugins that ``tenant_id`` (default: the session's tenant) enabled,
+    plus the kernel's built-ins; the built-ins alone without a tenant. None when the session
+    does not know the plugin registry (one from a bare ``Database`` with no registry set).
+
+    Kernel services call it when their caller passes no ``hooks``, so that no plugin's
+    validation or reaction can be skipped by forgetting them.
+    """
+    registry = session.info.get(REGISTRY_KEY)
+    if registry is None:
+        return None
+    tid = tenant_id if tenant_id is not None else session_tenant(session)
+    return registry.hooks_for(enabled_plugins(session, tid) if tid is not None else ())
 
 
 def _bump_epoch(session: Session, tenant_id: int) -> None:

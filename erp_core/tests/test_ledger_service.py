@@ -258,8 +258,29 @@ def test_plugin_validation_refuses_with_its_reasons(erp_db, tid):
     with pytest.raises(LedgerError, match="O-9 is not shipped"), erp_db.tenant_session(tid) as s:
         service.post_entry(s, draft(*SALE), hooks=Hooks())
     assert seen == ["k1"] and counts(erp_db) == (0, 0)
-    post(erp_db, tid, draft(*SALE))  # without hooks: no plugin validation
+    post(erp_db, tid, draft(*SALE))  # the tenant's own plugins have no objection
     assert counts(erp_db) == (1, 2)
+
+
+def test_enabled_plugins_validate_when_no_hooks_are_given(erp_db, erp_registry):
+    """A caller that passes no hooks cannot skip the validation of the tenant's plugins."""
+    from erp_core.tenancy.service import create_tenant, enable_plugin
+
+    with erp_db.session() as s, s.begin():
+        strict = create_tenant(s, "strict", "Strict", registry=erp_registry)
+        enable_plugin(s, erp_registry, strict, "test_alpha", actor="test")
+        lax = create_tenant(s, "lax", "Lax", registry=erp_registry).id
+        strict_id = strict.id
+    refused = draft(*SALE, narration="alpha refuses: no invoice")
+    with pytest.raises(LedgerError, match="test_alpha refuses"):
+        post(erp_db, strict_id, refused)
+    with (
+        pytest.raises(LedgerError, match="test_alpha refuses"),
+        erp_db.tenant_session(strict_id) as s,
+    ):
+        e = service.post_entry(s, draft(*SALE, key="ok"))
+        service.reverse_entry(s, e.id, reason="alpha refuses: no reason")
+    assert post(erp_db, lax, refused)  # not enabled there: it does not exist
 
 
 def test_plugin_validation_runs_through_the_registry(erp_db, erp_registry, tid):

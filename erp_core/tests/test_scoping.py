@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, aliased
 from erp_core.audit.models import AuditEvent
 from erp_core.audit.service import record
 from erp_core.auth.models import Membership, Role, User
-from erp_core.db.session import bind_tenant, system_access
+from erp_core.db.session import GUC_KNOWN, TENANT_KEY, bind_tenant, system_access
 from erp_core.tenancy.context import CrossTenantError, NoTenantError, tenant_context
 from erp_core.tenancy.models import Tenant
 
@@ -421,6 +421,51 @@ def test_pg_raw_sql_without_tenant_sees_nothing(erp_db, two):
     with erp_db.session() as s:
         assert s.execute(text("SELECT count(*) FROM test_alpha_note")).scalar() == 0
         assert s.execute(text("SELECT count(*) FROM core_audit_event")).scalar() == 0
+
+
+@pytest.mark.postgres
+@needs_postgres
+def test_pg_settings_follow_every_session_on_a_reused_connection(erp_db, two):
+    """The tenant settings a connection carries are skipped when unchanged, but never stale:
+    after a commit, a rollback, an error and a transaction-local change."""
+    a, b, a_ids, b_ids = two
+    raw = text("SELECT id FROM test_alpha_note ORDER BY id")
+    with erp_db.engine.connect() as conn:
+
+        def seen(tid: int | None, end: str = "commit") -> list[int]:
+            with erp_db.sessionmaker(bind=conn) as s:
+                s.begin()
+                if tid is not None:
+                    s.info[TENANT_KEY] = tid
+                ids = [r.id for r in s.execute(raw)]
+                if end == "error":
+                    with pytest.raises(DBAPIError):
+                        s.execute(text("SELECT 1/0"))
+                getattr(s, "commit" if end == "commit" else "rollback")()
+            return ids
+
+        assert seen(a) == a_ids
+        assert conn.info[GUC_KNOWN] == (a, False)
+        assert seen(a) == a_ids  # same settings: no round trip, same rows
+        assert seen(b, end="rollback") == b_ids  # PostgreSQL reverts the settings...
+        assert conn.info[GUC_KNOWN] is None  # ...so they are unknown here
+        assert seen(None) == []
+        assert seen(b, end="error") == b_ids
+        assert conn.info[GUC_KNOWN] is None
+        assert seen(b) == b_ids
+        with erp_db.sessionmaker(bind=conn) as s, s.begin():
+            s.info[TENANT_KEY] = b
+            with system_access(s):  # transaction-local: ends with the transaction
+                assert len(s.execute(raw).all()) == 5
+        assert conn.info[GUC_KNOWN] == (b, False)
+        assert seen(b) == b_ids
+        assert seen(a) == a_ids
+        # raw use of the connection outside a session: no tenant, whoever used it last
+        assert conn.execute(raw).all() == []
+        conn.commit()
+        assert seen(a) == a_ids
+    with erp_db.engine.connect() as raw_conn:  # from the pool, last used for tenant a
+        assert raw_conn.execute(raw).all() == []
 
 
 @pytest.mark.postgres

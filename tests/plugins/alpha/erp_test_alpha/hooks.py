@@ -21,3 +21,11 @@ def erp_menu_items(tenant, principal):  # type: ignore[no-untyped-def]
             order=11,
         )
     ]
+
+
+@hookimpl
+def erp_ledger_validate(session, draft):  # type: ignore[no-untyped-def]
+    """Refuses journal entries whose narration asks for it (ledger tests)."""
+    if "alpha refuses" in draft.narration:
+        return ["test_alpha refuses this entry"]
+    return []
