@@ -19,7 +19,7 @@ from erp_core.inventory import api as inventory_api
 from erp_core.ledger import api as ledger_api
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings, get_settings
-from erp_core.web import admin_views, auth_views
+from erp_core.web import admin_views, auth_views, inventory_views, ledger_views
 from erp_core.web.templating import make_templates, resource_path
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def create_app(
     app.include_router(api)
     app.include_router(auth_views.router)
     app.include_router(admin_views.router)
+    app.include_router(inventory_views.router)
+    app.include_router(ledger_views.router)
     _mount_plugin_routers(app, registry)
     # after mounting: a plugin whose routers failed is gone, and so are its permissions
     app.state.known_permissions = [p.name for p in registry.permissions()]

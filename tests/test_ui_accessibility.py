@@ -152,6 +152,17 @@ PAGES = [
     "/admin/tokens",
     "/admin/audit",
     "/admin/settings",
+    "/ledger/accounts?balances=1",
+    "/ledger/entries",
+    "/ledger/entries/new",
+    "/ledger/trial-balance?date_from=2026-10-01",
+    "/ledger/periods",
+    "/inventory/skus",
+    "/inventory/warehouses",
+    "/inventory/stock",
+    "/inventory/stock/by-location",
+    "/inventory/moves",
+    "/inventory/count",
     "/no/such/page",
 ]
 

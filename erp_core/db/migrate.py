@@ -31,6 +31,7 @@ KERNEL_MODEL_MODULES = (
     "erp_core.audit.models",
     "erp_core.ledger.models",
     "erp_core.inventory.models",
+    "erp_core.web.models",
 )
 RLS_POLICY = "erp_tenant_isolation"
 

@@ -30,3 +30,11 @@ def erp_stock_valued(session: Session, tenant_id: int, valuation: StockValuation
     if session_tenant(session) != tenant_id:
         raise LedgerError(f"stock valuation for tenant {tenant_id} in another tenant's session")
     post_valuation(session, valuation)
+
+
+@hookimpl
+def erp_ledger_source_url(source_type: str, source_id: str) -> str | None:
+    """Entries of stock valuation (``post_valuation``) link to their stock move."""
+    if source_type == "stock_move" and source_id.isdigit():
+        return f"/inventory/moves/{source_id}"
+    return None

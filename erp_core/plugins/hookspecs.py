@@ -100,6 +100,17 @@ def erp_ledger_validate(session: Session, draft: EntryDraft) -> list[str]:
     """
 
 
+@hookspec
+def erp_ledger_source_url(source_type: str, source_id: str) -> str | None:
+    """The web page of a journal entry's source document (``source_type`` / ``source_id``,
+    e.g. ``oms_order`` / ``884``), for the entry's page to link to it.
+
+    Return a path on this site (``/oms/orders/884``) for a source type you own, None for
+    any other. Called while a page renders: no database, no I/O. The first path returned is
+    used; without one the source is shown as plain text.
+    """
+
+
 # --- inventory ----------------------------------------------------------------------------
 
 

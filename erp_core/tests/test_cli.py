@@ -189,6 +189,12 @@ def test_demo_setup_is_idempotent_and_login_works(erp_db, erp_registry, erp_sett
     r = login(client, DEMO_EMAIL, password)
     assert r.status_code == 303
     assert client.get("/api/v1/alpha/notes").status_code == 200  # every plugin enabled
+    # opening stock, received once however often the demo starts, valued in the ledger
+    stock = client.get("/api/v1/inventory/stock", params={"sku": "CUP-GL-300"}).json()
+    assert sorted((x["warehouse"], x["on_hand"]) for x in stock) == [("HZ", "300"), ("SH", "150")]
+    tb = client.get("/api/v1/ledger/trial-balance").json()
+    inventory = {r["account"]: r["balance"] for r in tb["rows"]}["1405"]
+    assert inventory == "32752.00"  # what DEMO_SKUS' opening stock cost
 
 
 def test_migrate_with_a_plugin_missing_explains_what_to_do(cli, monkeypatch):

@@ -233,3 +233,55 @@ def test_a_plugin_list_under_its_mount_prefix(client, make_tenant, erp_db):
     # disabled for the tenant: the whole list is gone
     client.post("/api/v1/plugins/test_alpha/disable", headers=t.auth)
     assert client.get("/alpha/list", headers={"accept": "text/html"}).status_code == 404
+
+
+def test_a_users_column_choice_is_kept_per_list_and_user(client, make_tenant, erp_db):
+    from erp_core.web.models import ListPreference
+
+    t = make_tenant("acme")
+    other = make_tenant("acme-2")
+    _seed(erp_db, t.id, 5)
+    login(client, t.email)
+    chosen = client.get("/admin/audit?cols=actor,target").text
+    assert "Keep these columns" in chosen or "保留这些列" in chosen
+    token = csrf_of(client)
+    back = "/admin/audit?q=actor"
+    # a POST without the CSRF token changes nothing
+    r = client.post("/admin/audit/columns", data={"cols": "actor,target", "back": back})
+    assert r.status_code == 403
+    r = client.post(
+        "/admin/audit/columns",
+        data={"cols": "target,actor,nonsense", "back": back, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == back
+    # with no columns in the URL, the kept ones apply, in the list's order
+    page = client.get("/admin/audit", headers=HX).text
+    assert 'data-col="actor"' in page and 'data-col="action"' not in page
+    assert client.get("/admin/audit?cols=action", headers=HX).text.count('data-col="actor"') == 0
+    # a foreign "back" is never followed
+    r = client.post(
+        "/admin/audit/columns",
+        data={"cols": "actor", "back": "https://evil.test/", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/admin/audit"
+    with erp_db.system_session() as s:
+        prefs = [(p.tenant_id, p.list_name, p.columns) for p in s.scalars(select(ListPreference))]
+    assert prefs == [(t.id, "/admin/audit", "actor")]
+    # another tenant's user sees the defaults
+    client.cookies.clear()
+    login(client, other.email)
+    assert 'data-col="action"' in client.get("/admin/audit", headers=HX).text
+    # forgetting brings the defaults back
+    client.cookies.clear()
+    login(client, t.email)
+    r = client.post(
+        "/admin/audit/columns",
+        data={"forget": "1", "csrf_token": csrf_of(client)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert 'data-col="action"' in client.get("/admin/audit", headers=HX).text
+    with erp_db.system_session() as s:
+        assert s.scalars(select(ListPreference)).all() == []

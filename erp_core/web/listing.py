@@ -43,7 +43,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from sqlalchemy import String, bindparam, cast, or_, tuple_
+from sqlalchemy import Date, String, bindparam, cast, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from starlette.background import BackgroundTask
@@ -52,6 +52,7 @@ from erp_core.auth.deps import DbSession, require
 from erp_core.auth.principal import Principal
 from erp_core.i18n import Message, translate
 from erp_core.web.flash import redirect
+from erp_core.web.models import ListPreference
 
 RESERVED = frozenset({"q", "sort", "after", "before", "cols", "size", "export"})
 MAX_PAGE_SIZE = 200
@@ -104,13 +105,17 @@ class Column:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Filter:
     """A filter shown above the list: ``choice`` (a select), ``text`` (exact match), ``bool``,
-    or ``date_from`` / ``date_to`` (a day in the tenant's time zone, inclusive)."""
+    or ``date_from`` / ``date_to`` (a day, inclusive: in the tenant's time zone for a time,
+    as it is for a ``Date`` column). ``where(value)``, when given, builds the SQL condition
+    instead of comparing ``expr`` (e.g. ``Entry.id.in_(select(...))`` to filter on a child
+    table); it gets the raw text of a ``choice`` or ``text`` filter, the day of a date one."""
 
     key: str
     title: str
-    expr: Any
+    expr: Any = None
     kind: Literal["choice", "text", "bool", "date_from", "date_to"] = "choice"
     choices: Choices | None = None
+    where: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,8 +178,10 @@ class ListView:
 
     # -- parameters ---------------------------------------------------------------------
 
-    def params(self, query: Any) -> ListParams:
-        """Parse a request's query string (a Starlette ``QueryParams`` or a dict)."""
+    def params(self, query: Any, saved_cols: Sequence[str] = ()) -> ListParams:
+        """Parse a request's query string (a Starlette ``QueryParams`` or a dict);
+        ``saved_cols`` are the columns the user chose to remember, used when the query string
+        names none."""
 
         def one(name: str) -> str:
             v = query.get(name)
@@ -191,6 +198,8 @@ class ListView:
             raw_cols = str(query["cols"]).split(",")
         known = [c.key for c in self.columns]
         cols = tuple(k for k in known if k in {c.strip() for c in raw_cols})
+        if not cols and not raw_cols:
+            cols = tuple(k for k in known if k in set(saved_cols))
         try:
             size = int(one("size") or self.page_size)
         except ValueError:
@@ -318,7 +327,7 @@ def _day(raw: str) -> date | None:
 
 def _filter_condition(f: Filter, raw: str, zone: tzinfo) -> Any:
     if f.kind in ("choice", "text"):
-        return f.expr == raw
+        return f.where(raw) if f.where is not None else f.expr == raw
     if f.kind == "bool":
         if raw not in ("1", "0"):
             return None
@@ -326,6 +335,10 @@ def _filter_condition(f: Filter, raw: str, zone: tzinfo) -> Any:
     day = _day(raw)
     if day is None:
         return None
+    if f.where is not None:
+        return f.where(day)
+    if isinstance(getattr(f.expr, "type", None), Date):  # a calendar day, no time zone
+        return f.expr >= day if f.kind == "date_from" else f.expr <= day
     start = datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
     if f.kind == "date_from":
         return f.expr >= start
@@ -556,14 +569,53 @@ def list_context(
     principal may use."""
     from erp_core.web.shell import tenant_prefs
 
-    page = view.fetch(db, view.params(request.query_params), tenant_prefs(request, db)[1])
+    saved = saved_columns(db, principal, view)
+    page = view.fetch(db, view.params(request.query_params, saved), tenant_prefs(request, db)[1])
     return {
         "view": view,
         "page": page,
+        "saved_cols": saved,
+        "can_save_cols": principal.via == "session",
         "filter_choices": {f.key: _resolve_choices(f.choices, db) for f in view.filters},
         "bulk_actions": [a for a in view.bulk_actions if principal.can(a.permission)],
         "editable": {c.key for c in view.columns if c.edit and principal.can(c.edit.permission)},
     }
+
+
+def saved_columns(db: Session, principal: Principal, view: ListView) -> tuple[str, ...]:
+    """The columns ``principal``'s user chose to remember for ``view`` (empty: none). Kept
+    by the list's path, which no two lists share (their names may collide across plugins)."""
+    if principal.via != "session":
+        return ()
+    raw = db.scalar(
+        select(ListPreference.columns).where(
+            ListPreference.user_id == principal.user_id, ListPreference.list_name == view.path
+        )
+    )
+    return tuple(raw.split(",")) if raw else ()
+
+
+def save_columns(db: Session, principal: Principal, view: ListView, cols: Sequence[str]) -> None:
+    """Remember ``cols`` (keys of ``view``'s columns, unknown ones dropped) as ``principal``'s
+    columns for ``view``; no columns forgets the choice (the list's defaults apply again)."""
+    known = [c.key for c in view.columns]
+    keep = [k for k in known if k in set(cols)]
+    pref = db.scalar(
+        select(ListPreference).where(
+            ListPreference.user_id == principal.user_id, ListPreference.list_name == view.path
+        )
+    )
+    if not keep:
+        if pref is not None:
+            db.delete(pref)
+        return
+    if pref is None:
+        db.add(
+            ListPreference(user_id=principal.user_id, list_name=view.path, columns=",".join(keep))
+        )
+    else:
+        pref.columns = ",".join(keep)
+        pref.updated_at = datetime.now(UTC)
 
 
 def _bind(view: ListView, request: Request, suffix: str = "") -> ListView:
@@ -572,6 +624,14 @@ def _bind(view: ListView, request: Request, suffix: str = "") -> ListView:
     p = request.url.path
     base = p[: -len(suffix)] if suffix and p.endswith(suffix) else p
     return view if base == view.path else replace(view, path=base)
+
+
+def _back(view: ListView, form: Any) -> str:
+    """The list URL a form came from (``back``), or the list itself: never another page."""
+    back = str(form.get("back") or view.path)
+    if back != view.path and not back.startswith(view.path + "?"):
+        back = view.path
+    return back
 
 
 def mount_list(
@@ -638,6 +698,28 @@ def mount_list(
     ) -> Response:
         return _export(request, db, principal, "xlsx")
 
+    @router.post(path + "/columns", name=f"list-{view.name}-columns")
+    async def columns(request: Request, db: DbSession, principal: Principal = reader) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        form = await request.form()
+        return await run_in_threadpool(_columns, request, db, principal, form)
+
+    def _columns(request: Request, db: Session, principal: Principal, form: Any) -> Response:
+        v = _bind(view, request, "/columns")
+        if principal.via != "session":
+            raise HTTPException(403, Message("only people signed in can keep a column choice"))
+        back = _back(v, form)
+        if form.get("forget"):
+            save_columns(db, principal, v, ())
+            message = Message("The list shows its default columns again.")
+        else:
+            cols = [str(c) for raw in form.getlist("cols") for c in str(raw).split(",")]
+            save_columns(db, principal, v, cols)
+            message = Message("These columns are kept for you.")
+        db.commit()
+        return redirect(request, back, message)
+
     @router.post(path + "/bulk", name=f"list-{view.name}-bulk")
     async def bulk(request: Request, db: DbSession, principal: Principal = reader) -> Response:
         from starlette.concurrency import run_in_threadpool
@@ -662,9 +744,7 @@ def mount_list(
                 ids.append(int(raw))
             except (TypeError, ValueError):
                 continue
-        back = str(form.get("back") or v.path)
-        if back != v.path and not back.startswith(v.path + "?"):
-            back = v.path
+        back = _back(v, form)
         message: object
         if not ids:
             message, level = Message("select at least one row first"), "warning"

@@ -31,7 +31,7 @@ LOCALE_COOKIE = "erp_locale"
 #: Names of the languages, each in its own language (never translated).
 LANGUAGE_NAMES = {"zh_CN": "中文", "en": "English"}
 
-#: The kernel's own pages, shown in the "admin" section to those allowed to see them.
+#: The kernel's own pages, each shown in its section ("admin", "ledger") to those allowed to see it.
 KERNEL_MENU: tuple[MenuItem, ...] = (
     MenuItem(
         id="core.plugins",
@@ -81,11 +81,90 @@ KERNEL_MENU: tuple[MenuItem, ...] = (
         section="admin",
         order=60,
     ),
+    # the ledger (erp_core/web/ledger_views.py)
+    MenuItem(
+        id="core.ledger.accounts",
+        title=N_("Chart of accounts"),
+        href="/ledger/accounts",
+        permission="core.ledger.read",
+        section="ledger",
+        order=10,
+    ),
+    MenuItem(
+        id="core.ledger.entries",
+        title=N_("Journal"),
+        href="/ledger/entries",
+        permission="core.ledger.read",
+        section="ledger",
+        order=20,
+    ),
+    MenuItem(
+        id="core.ledger.trial_balance",
+        title=N_("Trial balance"),
+        href="/ledger/trial-balance",
+        permission="core.ledger.read",
+        section="ledger",
+        order=30,
+    ),
+    MenuItem(
+        id="core.ledger.periods",
+        title=N_("Periods"),
+        href="/ledger/periods",
+        permission="core.ledger.read",
+        section="ledger",
+        order=40,
+    ),
+    # the inventory (erp_core/web/inventory_views.py)
+    MenuItem(
+        id="core.inventory.skus",
+        title=N_("SKUs"),
+        href="/inventory/skus",
+        permission="core.inventory.read",
+        section="inventory",
+        order=10,
+    ),
+    MenuItem(
+        id="core.inventory.warehouses",
+        title=N_("Warehouses"),
+        href="/inventory/warehouses",
+        permission="core.inventory.read",
+        section="inventory",
+        order=20,
+    ),
+    MenuItem(
+        id="core.inventory.stock",
+        title=N_("Stock levels"),
+        href="/inventory/stock",
+        permission="core.inventory.read",
+        section="inventory",
+        order=30,
+    ),
+    MenuItem(
+        id="core.inventory.moves",
+        title=N_("Stock moves"),
+        href="/inventory/moves",
+        permission="core.inventory.read",
+        section="inventory",
+        order=40,
+    ),
+    MenuItem(
+        id="core.inventory.count",
+        title=N_("Stock count"),
+        href="/inventory/count",
+        permission="core.inventory.count",
+        section="inventory",
+        order=50,
+    ),
 )
 
 #: Titles of the navigation sections the kernel knows; a plugin's own sections are shown
 #: through its catalog.
-SECTION_TITLES = {"main": N_("Business"), "admin": N_("Administration")}
+SECTION_TITLES = {
+    "main": N_("Business"),
+    "admin": N_("Administration"),
+    "ledger": N_("Finance"),
+    "inventory": N_("Inventory"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +193,13 @@ def plugin_menu(request: Request, db: Session, principal: Principal) -> list[Men
 
 
 def navigation(items: Iterable[MenuItem], principal: Principal) -> list[MenuSection]:
-    """Plugin items (by section) then the kernel's administration pages the user may see."""
+    """Plugin items and the kernel's pages the user may see, by section (administration last)."""
     sections: dict[str, list[MenuItem]] = {}
     for item in items:
         sections.setdefault(item.section, []).append(item)
-    admin = [i for i in KERNEL_MENU if principal.can(i.permission)]
-    if admin:
-        sections.setdefault("admin", []).extend(admin)
+    for kernel_item in KERNEL_MENU:  # each in its own section (admin, ledger, ...)
+        if principal.can(kernel_item.permission):
+            sections.setdefault(kernel_item.section, []).append(kernel_item)
     order = sorted(sections, key=lambda s: (s == "admin", s != "main", s))
     return [
         MenuSection(
