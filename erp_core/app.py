@@ -14,6 +14,7 @@ from erp_core import __version__
 from erp_core.api import problems
 from erp_core.api.routes import audit, health, plugins, tenants, tokens, users
 from erp_core.auth.deps import require_plugin
+from erp_core.channels import api as channels_api
 from erp_core.db.session import Database
 from erp_core.inventory import api as inventory_api
 from erp_core.ledger import api as ledger_api
@@ -110,7 +111,16 @@ def create_app(
     problems.install(app)
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (tenants, users, tokens, plugins, audit, ledger_api, inventory_api):
+    for module in (
+        tenants,
+        users,
+        tokens,
+        plugins,
+        audit,
+        ledger_api,
+        inventory_api,
+        channels_api,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(auth_views.router)

@@ -477,6 +477,10 @@ from erp_core.inventory.cli import stock_group  # noqa: E402
 
 main.add_command(stock_group)
 
+from erp_core.channels.cli import channels_group  # noqa: E402
+
+main.add_command(channels_group)
+
 
 if __name__ == "__main__":
     main()

@@ -1,10 +1,10 @@
 """Tenant isolation through the API: tenant B never reads, changes or even sees tenant A's rows.
 
 Two tenants, A and B, each hold data in every tenant-owned thing the API reaches (members,
-roles, tokens, audit events, alpha notes, gamma items). Every API route with a path parameter is
-discovered from the application, so a route added later is covered (or the suite fails until an
-id provider is registered for its parameter). Called by B with A's ids, every route answers 404
-and A's rows stay exactly as they were.
+roles, tokens, audit events, alpha notes, gamma items, channel accounts). Every API route with a
+path parameter is discovered from the application, so a route added later is covered (or the
+suite fails until an id provider is registered for its parameter). Called by B with A's ids,
+every route answers 404 and A's rows stay exactly as they were.
 """
 
 from __future__ import annotations
@@ -250,6 +250,23 @@ def _populate(client: Any, erp_db: Any, t: Any, marker: str) -> Side:
         )
         for _ in range(3)
     ]
+    # channel accounts (test_beta's connector): one with secrets, one inactive
+    channel_accounts = [
+        ok(
+            client.post(
+                f"{API}/channels/accounts",
+                json={
+                    "connector": "test_beta",
+                    "shop_id": f"shop-{n}",
+                    "name": f"{marker} shop {n}",
+                    "secrets": {"app_secret": f"{marker}-app-secret-{n}"},
+                },
+                headers=h,
+            )
+        )
+        for n in (1, 2)
+    ]
+    ok(client.post(f"{API}/channels/accounts/{channel_accounts[1]['id']}/deactivate", headers=h))
     # the first id of each list is safe to change or delete (used by the positive control)
     side.ids = {
         "user_id": [staff["id"], owner["id"]],
@@ -270,6 +287,7 @@ def _populate(client: Any, erp_db: Any, t: Any, marker: str) -> Side:
         "move_to_cancel": [drafts[0]["id"]],
         "move_to_complete": [drafts[1]["id"]],
         "move_to_reserve": [drafts[2]["id"]],
+        "channel_account_id": [c["id"] for c in channel_accounts],
     }
     side.emails = [t.email, staff_email]
     with erp_db.session(t.id) as s:
@@ -338,6 +356,7 @@ def test_every_path_parameter_has_an_id_provider(erp_app, world):
     assert {f"{API}/alpha/notes/{{note_id}}", f"{API}/gamma/items/{{item_id}}"} <= covered
     assert {f"{API}/users/{{user_id}}", f"{API}/roles/{{role_id}}"} <= covered
     assert f"{API}/tokens/{{token_id}}" in covered
+    assert f"{API}/channels/accounts/{{channel_account_id}}" in covered
 
 
 def _url(path: str, values: dict[str, Any]) -> str:

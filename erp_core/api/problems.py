@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from erp_core.auth.security import PasswordPolicyError
 from erp_core.auth.service import AuthError, LoginLocked
+from erp_core.channels.errors import AccountError
 from erp_core.inventory.errors import InventoryError
 from erp_core.ledger.types import LedgerError
 from erp_core.plugins.registry import DependencyError
@@ -134,6 +135,16 @@ def install(app: FastAPI) -> None:
         errors = [{"loc": [], "msg": str(exc), "type": type(exc).__name__}]
         return problem(status, str(exc), errors=errors, **exc.problem())
 
+    async def account_error(request: Request, exc: AccountError) -> Response:
+        # 422 invalid input, 409 a shop the tenant already has, 404 not in this tenant
+        status = exc.status_code
+        if _wants_html(request):
+            return _html(request, status, str(exc))
+        if status == 422:
+            errors = [{"loc": [], "msg": str(exc), "type": type(exc).__name__}]
+            return problem(status, str(exc), errors=errors)
+        return problem(status, str(exc))
+
     async def locked(request: Request, exc: LoginLocked) -> Response:
         return problem(429, str(exc), headers={"Retry-After": "60"})
 
@@ -150,6 +161,7 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, domain_error)
     app.add_exception_handler(LoginLocked, locked)  # type: ignore[arg-type]
     app.add_exception_handler(InventoryError, inventory_error)  # type: ignore[arg-type]
+    app.add_exception_handler(AccountError, account_error)  # type: ignore[arg-type]
 
     async def statement_error(request: Request, exc: Exception) -> Response:
         if is_unstorable(exc):

@@ -33,6 +33,11 @@ KERNEL_PERMISSIONS: tuple[Permission, ...] = (
     Permission(name="core.inventory.write", title="Receive, reserve, move and transfer stock"),
     Permission(name="core.inventory.manage", title="Manage SKUs, warehouses and locations"),
     Permission(name="core.inventory.count", title="Apply inventory counts and scrap stock"),
+    Permission(name="core.channels.read", title="View channel accounts (never their secrets)"),
+    Permission(
+        name="core.channels.manage",
+        title="Add, change and deactivate channel accounts and enter their credentials",
+    ),
 )
 
 #: Roles every new tenant starts with: name -> (title, patterns).
@@ -52,6 +57,7 @@ DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
             "!core.tenant.manage",
             "!core.plugins.manage",
             "!core.ledger.manage",
+            "!core.channels.manage",
         ],
     ),
     "viewer": ("Viewer", ["*.read"]),

@@ -32,6 +32,7 @@ KERNEL_MODEL_MODULES = (
     "erp_core.ledger.models",
     "erp_core.inventory.models",
     "erp_core.web.models",
+    "erp_core.channels.models",
 )
 RLS_POLICY = "erp_tenant_isolation"
 

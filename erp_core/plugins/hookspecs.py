@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from erp_core.auth.principal import Principal
+    from erp_core.channels.types import Order, Payment, Refund
     from erp_core.inventory.types import StockChange, StockValuation
     from erp_core.ledger.types import EntryDraft
     from erp_core.plugins.manifest import MenuItem
@@ -137,3 +138,34 @@ def erp_stock_changed(session: Session, tenant_id: int, changes: list[StockChang
     may still roll back: connectors enqueue their stock push as a task, never call a
     platform from here.
     """
+
+
+# --- channels (emitted by the connector runtime: sync and inbox) ---------------------------------
+
+
+@hookspec
+def erp_channel_order(session: Session, tenant_id: int, account_id: int, order: Order) -> None:
+    """A sales channel delivered ``order`` (normalized) for channel account ``account_id``:
+    first seen, or changed since the version delivered before.
+
+    Called by the sync engine and the inbox in the transaction that advances the sync cursor
+    or marks the pushed message processed; flush, never commit. The same version of an order
+    is not delivered twice, but versions may arrive out of order (a push can overtake a
+    sync): compare ``order.modified_at`` with what you stored and keep the newer. Match lines
+    to products by ``merchant_sku``, never by title.
+    """
+
+
+@hookspec
+def erp_channel_refund(session: Session, tenant_id: int, account_id: int, refund: Refund) -> None:
+    """A sales channel delivered ``refund`` (a refund or after-sale request, normalized):
+    first seen or changed. Same rules as :func:`erp_channel_order` (transaction, ordering)."""
+
+
+@hookspec
+def erp_channel_payment(
+    session: Session, tenant_id: int, account_id: int, payment: Payment
+) -> None:
+    """A payment channel reported ``payment`` (succeeded, refunded, closed ...) for payment
+    account ``account_id``, from a notification or a query. Same rules as
+    :func:`erp_channel_order`; ``payment.status`` says what happened."""

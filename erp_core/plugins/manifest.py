@@ -14,6 +14,7 @@ from typing import Literal
 from erp_core.i18n import N_
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+TARGET_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 PERMISSION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 Kind = Literal["plugin", "connector", "theme"]
@@ -106,6 +107,10 @@ class PluginManifest:
     static: str | None = None
     #: gettext catalogs as ``package:relative/path``: ``<path>/<locale>/LC_MESSAGES/<name>.po``.
     translations: str | None = None
+    #: A sales or payment channel connector class as ``module:Class`` (a subclass of
+    #: :class:`erp_core.channels.SalesChannel` or :class:`erp_core.channels.PaymentChannel`).
+    #: Its channel accounts are named after this manifest's ``name``.
+    channel: str | None = None
 
     def problems(self) -> list[str]:
         """What is wrong with this manifest (an empty list means it is valid)."""
@@ -156,6 +161,11 @@ class PluginManifest:
         ):
             if value is not None and ":" not in value:
                 out.append(f"{label} must be 'package:relative/path', got {value!r}")
+        if self.channel is not None:
+            if not isinstance(self.channel, str) or not TARGET_RE.match(self.channel):
+                out.append(f"channel must be 'module:Class', got {self.channel!r}")
+            elif self.kind == "theme":
+                out.append("a theme cannot declare a channel")
         return out
 
 

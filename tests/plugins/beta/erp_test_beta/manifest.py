@@ -20,4 +20,5 @@ MANIFEST = PluginManifest(
     ),
     routers=(RouterMount(target="erp_test_beta.api:router", prefix="/beta"),),
     hooks=("erp_test_beta.hooks",),
+    channel="erp_test_beta.channel:BetaChannel",
 )

@@ -1,0 +1,141 @@
+"""``erp channels accounts``: add and list a tenant's channel accounts.
+
+Secrets are read from standard input as a JSON object (``--secrets-stdin``) or prompted for
+without echo; they are never accepted as options (options end up in shell history and in
+``ps``), and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from erp_core.cli import Ctx
+
+
+def _ctx() -> Ctx:
+    from erp_core.cli import Ctx
+
+    return click.get_current_context().ensure_object(Ctx)
+
+
+@click.group("channels")
+def channels_group() -> None:
+    """Sales and payment channels: shops, payment accounts."""
+
+
+@channels_group.group("accounts")
+def accounts_group() -> None:
+    """A tenant's channel accounts (shops and payment accounts)."""
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # the position only: the text may hold secrets
+        raise click.ClickException(
+            f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{what} must be a JSON object")
+    return data
+
+
+@accounts_group.command("add")
+@click.option("--tenant", "slug", required=True, help="Tenant the account belongs to.")
+@click.option("--connector", required=True, help="Installed connector, e.g. tmall or alipay.")
+@click.option("--shop-id", required=True, help="The platform's shop id, or the app id.")
+@click.option("--name", required=True, help="Display name.")
+@click.option("--app-key", default="", help="The app key (not secret).")
+@click.option("--config", "config_json", default="{}", help="Non-secret settings, JSON object.")
+@click.option(
+    "--secrets-stdin",
+    is_flag=True,
+    help='Read the secrets from standard input as a JSON object ({"app_secret": "..."}).',
+)
+def add(
+    slug: str,
+    connector: str,
+    shop_id: str,
+    name: str,
+    app_key: str,
+    config_json: str,
+    secrets_stdin: bool,
+) -> None:
+    """Add a channel account; its secrets are prompted for (no echo) or read from stdin."""
+    from erp_core.channels import service
+    from erp_core.channels.crypto import CryptoError
+    from erp_core.channels.errors import AccountError
+
+    c = _ctx()
+    config = _json_object(config_json, "--config")
+    try:
+        cls = service.connector_class(c.registry, connector)
+        if secrets_stdin:
+            secrets = _json_object(sys.stdin.read(), "the secrets on standard input")
+        else:
+            secrets = {}
+            for f in cls.secret_fields:
+                label = f.title + ("" if f.required else " (optional, Enter to skip)")
+                value = click.prompt(
+                    label,
+                    hide_input=True,
+                    default="" if not f.required else None,
+                    show_default=False,
+                )
+                if value:
+                    secrets[f.name] = value
+        with c.tenant(slug) as (s, _tenant):
+            account = service.create_account(
+                s,
+                c.registry,
+                c.settings,
+                connector=connector,
+                shop_id=shop_id,
+                name=name,
+                app_key=app_key,
+                config=config,
+                secrets=secrets,
+                actor="cli",
+            )
+            shown = f"{account.id} ({account.connector}:{account.shop_id})"
+            fields = ", ".join(account.secret_names) or "none"
+    except (AccountError, CryptoError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"channel account {shown} added to {slug}; secret fields set: {fields}")
+
+
+@accounts_group.command("list")
+@click.option("--tenant", "slug", required=True)
+@click.option("--all", "show_all", is_flag=True, help="Include inactive accounts.")
+def list_(slug: str, show_all: bool) -> None:
+    """List a tenant's channel accounts (never their secrets)."""
+    from erp_core.channels import service
+
+    c = _ctx()
+    with c.tenant(slug) as (s, _tenant):
+        rows = service.list_accounts(s, active=None if show_all else True)
+        lines = []
+        for r in rows:
+            token = service.token_status(r)
+            exp = token["access_token_expires_at"]
+            tok = "-" if not token["access_token_set"] else (exp.isoformat() if exp else "set")
+            lines.append(
+                f"{r.id:>6}  {r.connector:<12} {r.kind:<8} {r.shop_id:<20} "
+                f"{'active' if r.active else 'inactive':<9} {tok:<26} {r.name}"
+                f"  [secrets: {', '.join(r.secret_names) or 'none'}]"
+            )
+    if not lines:
+        click.echo("(no channel accounts)")
+        return
+    click.echo(
+        f"{'ID':>6}  {'CONNECTOR':<12} {'KIND':<8} {'SHOP':<20} {'STATE':<9} "
+        f"{'TOKEN EXPIRES':<26} NAME"
+    )
+    for line in lines:
+        click.echo(line)
