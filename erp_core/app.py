@@ -15,6 +15,7 @@ from erp_core.api import problems
 from erp_core.api.routes import audit, health, plugins, tenants, tokens, users
 from erp_core.auth.deps import require_plugin
 from erp_core.channels import api as channels_api
+from erp_core.channels import webhooks as channels_webhooks
 from erp_core.db.session import Database
 from erp_core.inventory import api as inventory_api
 from erp_core.ledger import api as ledger_api
@@ -110,6 +111,7 @@ def create_app(
     app.state.registry = registry
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(channels_webhooks.router)  # public: platforms push here
     api = APIRouter(prefix=API_PREFIX)
     for module in (
         tenants,

@@ -481,6 +481,10 @@ from erp_core.channels.cli import channels_group  # noqa: E402
 
 main.add_command(channels_group)
 
+from erp_core.channels.inbox import inbox_group  # noqa: E402
+
+main.add_command(inbox_group)
+
 
 if __name__ == "__main__":
     main()

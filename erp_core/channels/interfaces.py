@@ -193,11 +193,19 @@ class InboundMessage:
     ``message_id`` is unique per account (the kernel's inbox de-duplicates by it); ``topic``
     is the platform's message type; ``subject_id`` the order, refund or payment it is about;
     ``reply`` the body the platform expects (Alipay's ``success``) with ``reply_status``.
+
+    What the message means to the kernel's inbox: ``kind`` says what ``subject_id`` names
+    (``"order"``, ``"refund"``, ``"payment"``; empty for a message the kernel only stores);
+    ``subject`` is the normalized object when the push carries it in full. Without it the
+    inbox asks the connector: ``get_order(subject_id)`` or ``query_payment(subject_id)``
+    (a sales channel's refund message must carry its :class:`Refund`).
     """
 
     message_id: str
     topic: str
     subject_id: str = ""
+    kind: Literal["order", "refund", "payment", ""] = ""
+    subject: Order | Refund | Payment | None = None
     occurred_at: datetime | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
     reply: str = ""
@@ -220,12 +228,22 @@ class Connector(abc.ABC):
     kind: ClassVar[ChannelKind]
     secret_fields: ClassVar[tuple[Field, ...]] = ()
     config_fields: ClassVar[tuple[Field, ...]] = ()
+    #: How the inbox answers a pushed message it rejects (bad signature, unknown account ...):
+    #: the status, body and content type the platform's protocol expects for a failure.
+    failure_status: ClassVar[int] = 400
+    failure_body: ClassVar[str] = "fail"
+    failure_content_type: ClassVar[str] = "text/plain"
 
     def __init__(self, context: ChannelContext) -> None:
         self.context = context
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} shop={self.context.shop_id!r}>"
+
+    @classmethod
+    def failure_reply(cls) -> tuple[int, str, str]:
+        """``(status, body, content type)`` answering a rejected pushed message."""
+        return cls.failure_status, cls.failure_body, cls.failure_content_type
 
     def refresh_token(self, refresh_token: str) -> TokenSet:
         """Exchange ``refresh_token`` for new tokens (platforms without OAuth: not supported)."""

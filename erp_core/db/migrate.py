@@ -33,6 +33,8 @@ KERNEL_MODEL_MODULES = (
     "erp_core.inventory.models",
     "erp_core.web.models",
     "erp_core.channels.models",
+    "erp_core.channels.inbox_models",
+    "erp_core.channels.sync_models",
 )
 RLS_POLICY = "erp_tenant_isolation"
 

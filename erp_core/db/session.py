@@ -291,6 +291,25 @@ def install_sqlite_pragmas(engine: Engine, *, foreign_keys: bool) -> None:
         cur.close()
 
 
+def install_sqlite_transactions(engine: Engine) -> None:
+    """Keep SQLite savepoints inside their transaction.
+
+    pysqlite (Python < 3.12, legacy transaction control) emits BEGIN only before the first
+    INSERT, UPDATE or DELETE. A SAVEPOINT taken after reads alone would then start a transaction
+    of its own, and its RELEASE would commit it, out of reach of the outer rollback. So a
+    SAVEPOINT outside a transaction is preceded by the BEGIN pysqlite would have sent. (Reads
+    still run before BEGIN, as pysqlite does: beginning at the first read instead would make
+    concurrent writers fail with "database is locked" when they upgrade their read snapshot.)
+    """
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _begin_before_savepoint(
+        conn: Connection, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        if statement.startswith("SAVEPOINT") and not cursor.connection.in_transaction:
+            cursor.execute("BEGIN")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -301,6 +320,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
 
         install_sqlite_pragmas(engine, foreign_keys=True)
+        install_sqlite_transactions(engine)
         return engine
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
     if engine.dialect.name == "postgresql":

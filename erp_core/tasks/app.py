@@ -17,7 +17,7 @@ from celery import Celery
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings
 
-KERNEL_TASK_MODULES = ("erp_core.tasks.builtin",)
+KERNEL_TASK_MODULES = ("erp_core.tasks.builtin", "erp_core.channels.sync")
 
 #: kombu transport serving ``sqla+...`` broker URLs.
 EMBEDDED_TRANSPORT = "erp_core.tasks.transport:Transport"
@@ -66,7 +66,16 @@ def beat_schedule(registry: PluginRegistry) -> dict[str, dict[str, Any]]:
     The fan-out (``erp.fanout``) sends the task to the tenants that have the plugin enabled at
     the moment it runs, so enabling or disabling a plugin needs no restart of the scheduler.
     """
-    out: dict[str, dict[str, Any]] = {}
+    from erp_core.channels.sync import SYNC_DUE_TASK, SYNC_EVERY_SECONDS
+
+    out: dict[str, dict[str, Any]] = {
+        # the kernel's channel sync: every active shop of every tenant that enabled its connector
+        "core.channels.sync": {
+            "task": SYNC_DUE_TASK,
+            "schedule": timedelta(seconds=SYNC_EVERY_SECONDS),
+            "options": {"expires": SYNC_EVERY_SECONDS},
+        }
+    }
     for m in registry.manifests():
         for p in m.periodic:
             out[f"{m.name}.{p.name}"] = {

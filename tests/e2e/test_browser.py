@@ -203,8 +203,10 @@ def test_bulk_action_and_inline_edit(live_server, page, make_tenant, client):
     expect(select).to_be_focused()
     select.select_option("viewer")
     page.keyboard.press("Tab")  # to the save button
+    expect(p2.get_by_role("button", name="保存")).to_be_focused()
     page.keyboard.press("Enter")
-    expect(p2.locator('td[data-col="role"]')).to_contain_text("viewer")
+    # a loaded CI machine may take a while to answer the save
+    expect(p2.locator('td[data-col="role"]')).to_contain_text("viewer", timeout=15_000)
     expect(p2.locator('select[name="value"]')).to_have_count(0)
 
 
