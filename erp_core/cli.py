@@ -482,8 +482,10 @@ from erp_core.channels.cli import channels_group  # noqa: E402
 main.add_command(channels_group)
 
 from erp_core.channels.inbox import inbox_group  # noqa: E402
+from erp_core.channels.scaffold import connectors_group  # noqa: E402
 
 main.add_command(inbox_group)
+main.add_command(connectors_group)
 
 
 if __name__ == "__main__":

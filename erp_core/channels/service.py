@@ -12,7 +12,7 @@ import importlib
 import json
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -198,6 +198,7 @@ def account_context(
         config=dict(account.config or {}),
         secrets=secrets,
         access_token=token,
+        base_url=str((account.config or {}).get("base_url") or "") or None,
     )
 
 
@@ -453,3 +454,68 @@ def token_status(account: ChannelAccount, now: datetime | None = None) -> dict[s
         "refresh_token_set": account.refresh_token is not None,
         "refresh_token_expires_at": account.refresh_token_expires_at,
     }
+
+
+# --- token refresh -------------------------------------------------------------------------------
+
+#: Refresh an access token this long before it expires (clocks and slow calls).
+REFRESH_MARGIN_SECONDS = 300
+
+
+class TokenRefreshError(AccountError):
+    """The account's tokens could not be refreshed; the merchant must authorize it again."""
+
+
+def needs_refresh(account: ChannelAccount, now: datetime | None = None) -> bool:
+    """True when the access token is missing or expires within the margin and a refresh
+    token exists (accounts without tokens never need one)."""
+    if account.refresh_token is None:
+        return False
+    exp = account.access_token_expires_at
+    if account.access_token is None:
+        return True
+    if exp is None:
+        return False
+    if exp.tzinfo is None:  # SQLite hands naive UTC back
+        exp = exp.replace(tzinfo=UTC)
+    return exp - timedelta(seconds=REFRESH_MARGIN_SECONDS) <= (now or utcnow())
+
+
+def refresh_tokens(
+    session: Session,
+    registry: PluginRegistry,
+    settings: Settings,
+    account: ChannelAccount,
+) -> ChannelContext:
+    """Exchange the account's refresh token for new tokens, store them, return the new context.
+
+    Runs in the caller's transaction (the caller commits). On PostgreSQL the account row is
+    locked first, so two workers refreshing at once exchange the token once: the second
+    finds the fresh token and uses it.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(ChannelAccount.id).where(ChannelAccount.id == account.id).with_for_update()
+        )
+        session.refresh(account)
+        if not needs_refresh(account) and account.access_token is not None:
+            return account_context(session, account, settings)
+    refresh = account_refresh_token(session, account, settings)
+    if not refresh:
+        raise TokenRefreshError(
+            f"channel account {account.id} has no refresh token; authorize it again"
+        )
+    cls = connector_class(registry, account.connector)
+    conn = cls(account_context(session, account, settings))
+    try:
+        tokens = conn.refresh_token(refresh)
+    except NotImplementedError:
+        raise TokenRefreshError(f"connector {account.connector!r} cannot refresh tokens") from None
+    except Exception as exc:  # the platform refused: say what kind, never the token
+        raise TokenRefreshError(
+            f"channel account {account.id}: the platform refused the token refresh "
+            f"({type(exc).__name__}); authorize the account again"
+        ) from None
+    set_tokens(session, settings, account, tokens, actor="system:token-refresh")
+    log.info("channel account %s: tokens refreshed", account.id)
+    return account_context(session, account, settings)

@@ -268,11 +268,25 @@ def _open_channel(
     tenant_id: int,
     account_id: int,
 ) -> SalesChannel:
-    from erp_core.channels import service
 
     account = session.get(ChannelAccount, account_id)
     if account is None:
         raise SyncError(f"no channel account {account_id} in this tenant")
+    return _build_channel(session, registry, settings, tenant_id, account, refresh=False)
+
+
+def _build_channel(
+    session: Session,
+    registry: PluginRegistry,
+    settings: Settings,
+    tenant_id: int,
+    account: ChannelAccount,
+    *,
+    refresh: bool,
+) -> SalesChannel:
+    from erp_core.channels import service
+
+    account_id = account.id
     if account.kind != "sales":
         raise SyncError(f"channel account {account_id} is a {account.kind} account, not a shop")
     if not account.active:
@@ -284,7 +298,12 @@ def _open_channel(
         )
     try:
         cls = service.connector_class(registry, account.connector)
-        context = service.account_context(session, account, settings)
+        if refresh or service.needs_refresh(account):
+            context = service.refresh_tokens(session, registry, settings, account)
+        else:
+            context = service.account_context(session, account, settings)
+    except service.TokenRefreshError as exc:
+        raise SyncAuthError(str(exc)) from None
     except AccountError as exc:
         raise SyncError(f"channel account {account_id}: {exc}") from None
     if not issubclass(cls, SalesChannel):
@@ -354,7 +373,9 @@ def run(
         start = end - DEFAULT_FIRST_LOOKBACK
     if pending is not None:
         start = max(pending.window.end, start)
-    fetch = chan.fetch_orders if stream == "orders" else chan.fetch_refunds
+    fetch: Callable[[Cursor], Page[Any]] = (
+        chan.fetch_orders if stream == "orders" else chan.fetch_refunds
+    )
 
     plan: list[Cursor] = [] if pending is None else [pending]
     plan += [Cursor(window=w) for w in windows(start, end, size)]
@@ -362,10 +383,35 @@ def run(
     if since is None and synced_until is None and pending is None:
         log.info("channel account %s %s: first sync from %s", account_id, stream, start)
 
+    refreshed = channel is not None  # a channel handed in is used as it is
+
+    def reopen() -> Callable[[Cursor], Page[Any]] | None:
+        """After the platform refused the token: refresh it once, then fetch with the new one."""
+        nonlocal refreshed, chan
+        if refreshed:
+            return None
+        refreshed = True
+        with db.tenant_session(tenant_id) as s:
+            account = s.get(ChannelAccount, account_id)
+            if account is None or account.refresh_token is None:
+                return None
+            chan = _build_channel(s, registry, settings, tenant_id, account, refresh=True)
+        log.info(
+            "channel account %s: access token refreshed after the platform refused it", account_id
+        )
+        return chan.fetch_orders if stream == "orders" else chan.fetch_refunds
+
     for index, first in enumerate(plan):
         cursor: Cursor | None = first
         while cursor is not None:
-            page = _fetch(fetch, cursor, account_id, throttle_retries, sleep, result)
+            try:
+                page = _fetch(fetch, cursor, account_id, throttle_retries, sleep, result)
+            except SyncAuthError:
+                again = reopen()
+                if again is None:
+                    raise
+                fetch = again
+                page = _fetch(fetch, cursor, account_id, throttle_retries, sleep, result)
             nxt = page.next
             with db.tenant_session(tenant_id) as s:
                 row = _cursor_row(s, account_id, stream, lock=True)

@@ -111,6 +111,9 @@ class PluginManifest:
     #: :class:`erp_core.channels.SalesChannel` or :class:`erp_core.channels.PaymentChannel`).
     #: Its channel accounts are named after this manifest's ``name``.
     channel: str | None = None
+    #: The connector's platform simulator as ``module:Class`` (a subclass of
+    #: :class:`erp_core.testing.sandbox.Sandbox`): the conformance kit and the demo use it.
+    sandbox: str | None = None
 
     def problems(self) -> list[str]:
         """What is wrong with this manifest (an empty list means it is valid)."""
@@ -166,6 +169,11 @@ class PluginManifest:
                 out.append(f"channel must be 'module:Class', got {self.channel!r}")
             elif self.kind == "theme":
                 out.append("a theme cannot declare a channel")
+        if self.sandbox is not None:
+            if not isinstance(self.sandbox, str) or not TARGET_RE.match(self.sandbox):
+                out.append(f"sandbox must be 'module:Class', got {self.sandbox!r}")
+            elif self.channel is None:
+                out.append("a sandbox needs a channel")
         return out
 
 

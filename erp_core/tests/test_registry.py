@@ -166,3 +166,11 @@ def test_alpha_extension_point_sees_only_enabled_implementers(client, make_tenan
     r = client.post("/api/v1/alpha/notes", json={"text": "hello"}, headers=t.auth)
     assert r.status_code == 201, r.text
     assert r.json()["tags"] == tags
+
+
+def test_manifest_sandbox_needs_a_channel_and_a_target():
+    assert "a sandbox needs a channel" in "; ".join(_m("shop", sandbox="m.sandbox:Box").problems())
+    assert "sandbox must be 'module:Class'" in "; ".join(
+        _m("shop", channel="m.channel:Shop", sandbox="nocolon").problems()
+    )
+    assert _m("shop", kind="connector", channel="m.c:Shop", sandbox="m.s:Box").problems() == []
