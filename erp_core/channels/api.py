@@ -58,6 +58,15 @@ class AccountPatch(_In):
     active: bool | None = None
 
 
+class TokensIn(_In):
+    access_token: str = Field(min_length=1, max_length=4096, description="write-only")
+    expires_at: datetime | None = Field(default=None, description="timezone-aware")
+    refresh_token: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="write-only; null keeps it"
+    )
+    refresh_expires_at: datetime | None = None
+
+
 class AccountOut(BaseModel):
     id: int
     connector: str
@@ -172,6 +181,46 @@ def update_account(
         active=body.active,
         actor=_actor(p),
     )
+    db.commit()
+    return out(account)
+
+
+@router.put("/accounts/{channel_account_id}/tokens", response_model=AccountOut)
+def set_tokens(
+    channel_account_id: Id,
+    body: TokensIn,
+    request: Request,
+    db: DbSession,
+    p: Principal = MANAGE,
+) -> AccountOut:
+    """Store the tokens the platform issued when the merchant authorized the app (Taobao's
+    session key, say): write-only, answered with their expiry only."""
+    from erp_core.channels.interfaces import TokenSet
+
+    account = service.get_account(db, channel_account_id)
+    service.set_tokens(
+        db,
+        request.app.state.settings,
+        account,
+        TokenSet(
+            access_token=body.access_token,
+            expires_at=body.expires_at,
+            refresh_token=body.refresh_token,
+            refresh_expires_at=body.refresh_expires_at,
+        ),
+        actor=_actor(p),
+    )
+    db.commit()
+    return out(account)
+
+
+@router.post("/accounts/{channel_account_id}/refresh", response_model=AccountOut)
+def refresh_tokens(
+    channel_account_id: Id, request: Request, db: DbSession, p: Principal = MANAGE
+) -> AccountOut:
+    """Exchange the refresh token for new tokens now (the sync does it when needed)."""
+    account = service.get_account(db, channel_account_id)
+    service.refresh_tokens(db, request.app.state.registry, request.app.state.settings, account)
     db.commit()
     return out(account)
 

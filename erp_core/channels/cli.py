@@ -110,6 +110,107 @@ def add(
     click.echo(f"channel account {shown} added to {slug}; secret fields set: {fields}")
 
 
+@accounts_group.command("tokens")
+@click.argument("account_id", type=int)
+@click.option("--tenant", "slug", required=True, help="Tenant the account belongs to.")
+@click.option(
+    "--stdin",
+    "from_stdin",
+    is_flag=True,
+    help='Read {"access_token": ..., "expires_at": ..., "refresh_token": ...} from stdin.',
+)
+def tokens(account_id: int, slug: str, from_stdin: bool) -> None:
+    """Store the tokens the platform issued (prompted without echo, or JSON on stdin)."""
+    from datetime import datetime
+
+    from erp_core.channels import service
+    from erp_core.channels.crypto import CryptoError
+    from erp_core.channels.errors import AccountError
+    from erp_core.channels.interfaces import TokenSet
+
+    if from_stdin:
+        data = _json_object(sys.stdin.read(), "the tokens on standard input")
+    else:
+        data = {"access_token": click.prompt("Access token", hide_input=True)}
+        exp = click.prompt("Expires at (ISO date-time, Enter: unknown)", default="")
+        if exp:
+            data["expires_at"] = exp
+        refresh = click.prompt(
+            "Refresh token (Enter to keep)", hide_input=True, default="", show_default=False
+        )
+        if refresh:
+            data["refresh_token"] = refresh
+    unknown = sorted(
+        set(data) - {"access_token", "expires_at", "refresh_token", "refresh_expires_at"}
+    )
+    if unknown:
+        raise click.ClickException(f"unknown field(s) {', '.join(unknown)}")
+
+    def when(name: str) -> datetime | None:
+        value = data.get(name)
+        if value in (None, ""):
+            return None
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise click.ClickException(f"{name} must be an ISO date-time") from None
+        if parsed.tzinfo is None:
+            raise click.ClickException(f"{name} must carry a UTC offset (e.g. +08:00)")
+        return parsed
+
+    access = data.get("access_token")
+    refresh_token = data.get("refresh_token")
+    if not isinstance(access, str) or not access.strip():
+        raise click.ClickException("access_token must be non-empty text")
+    if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
+        raise click.ClickException("refresh_token must be non-empty text")
+    c = _ctx()
+    try:
+        with c.tenant(slug) as (s, _tenant):
+            account = service.get_account(s, account_id)
+            service.set_tokens(
+                s,
+                c.settings,
+                account,
+                TokenSet(
+                    access_token=access,
+                    expires_at=when("expires_at"),
+                    refresh_token=refresh_token,
+                    refresh_expires_at=when("refresh_expires_at"),
+                ),
+                actor="cli",
+            )
+            exp_at = account.access_token_expires_at
+    except (AccountError, CryptoError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"tokens of channel account {account_id} stored; the access token expires "
+        f"{exp_at.isoformat() if exp_at else 'at an unknown time'}"
+    )
+
+
+@accounts_group.command("refresh")
+@click.argument("account_id", type=int)
+@click.option("--tenant", "slug", required=True, help="Tenant the account belongs to.")
+def refresh(account_id: int, slug: str) -> None:
+    """Exchange the account's refresh token for new tokens now."""
+    from erp_core.channels import service
+    from erp_core.channels.errors import AccountError
+
+    c = _ctx()
+    try:
+        with c.tenant(slug) as (s, _tenant):
+            account = service.get_account(s, account_id)
+            service.refresh_tokens(s, c.registry, c.settings, account)
+            exp_at = account.access_token_expires_at
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"tokens of channel account {account_id} refreshed; the access token expires "
+        f"{exp_at.isoformat() if exp_at else 'at an unknown time'}"
+    )
+
+
 @accounts_group.command("list")
 @click.option("--tenant", "slug", required=True)
 @click.option("--all", "show_all", is_flag=True, help="Include inactive accounts.")

@@ -385,6 +385,10 @@ def deactivate_account(session: Session, account: ChannelAccount, *, actor: str 
     return True
 
 
+def _utc(when: datetime | None) -> datetime | None:
+    return when.astimezone(UTC) if when is not None else None
+
+
 def set_tokens(
     session: Session,
     settings: Settings,
@@ -400,10 +404,10 @@ def set_tokens(
     if not tokens.access_token:
         raise AccountError("access_token must not be empty")
     account.access_token = _seal(settings, account, "access_token", tokens.access_token)
-    account.access_token_expires_at = tokens.expires_at
+    account.access_token_expires_at = _utc(tokens.expires_at)
     if tokens.refresh_token is not None:
         account.refresh_token = _seal(settings, account, "refresh_token", tokens.refresh_token)
-        account.refresh_token_expires_at = tokens.refresh_expires_at
+        account.refresh_token_expires_at = _utc(tokens.refresh_expires_at)
     account.updated_at = utcnow()
     _audit(
         session,

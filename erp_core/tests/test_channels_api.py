@@ -115,3 +115,40 @@ def test_permissions(client, make_tenant):
             assert r.status_code == 201, r.text
         else:
             assert "core.channels.manage" in problem(r, 403)["detail"]
+
+
+def test_tokens_are_write_only_and_refresh_needs_support(client, acme, make_tenant, caplog):
+    caplog.set_level(logging.DEBUG)
+    h = acme.auth
+    made = ok(client.post(API, json=body(), headers=h), 201)
+    url = f"{API}/{made['id']}/tokens"
+    token, refresh = SECRET + "-access", SECRET + "-refresh"
+    got = ok(
+        client.put(
+            url,
+            json={
+                "access_token": token,
+                "expires_at": "2026-12-01T08:00:00+08:00",
+                "refresh_token": refresh,
+            },
+            headers=h,
+        )
+    )
+    assert got["access_token_set"] and got["refresh_token_set"]
+    assert got["access_token_expires_at"].startswith("2026-12-01T00:00:00")
+    assert token not in client.get(f"{API}/{made['id']}", headers=h).text
+    # bad input: nothing changes
+    problem(client.put(url, json={"access_token": ""}, headers=h), 422)
+    problem(client.put(url, json={"access_token": "x", "expires_at": "soon"}, headers=h), 422)
+    problem(client.put(url, json={"access_token": "x", "extra": 1}, headers=h), 422)
+    naive = client.put(url, json={"access_token": "x", "expires_at": "2026-12-01T08:00"}, headers=h)
+    assert "timezone-aware" in problem(naive, 422)["detail"]
+    assert ok(client.get(f"{API}/{made['id']}", headers=h)) == got
+    # the beta platform has no token refresh: a clear 422, tokens untouched
+    refused = problem(client.post(f"{API}/{made['id']}/refresh", headers=h), 422)
+    assert "cannot refresh tokens" in refused["detail"]
+    # another tenant's account is not there
+    other = make_tenant("other", plugins=("test_beta",))
+    problem(client.put(url, json={"access_token": "x"}, headers=other.auth), 404)
+    problem(client.post(f"{API}/{made['id']}/refresh", headers=other.auth), 404)
+    assert all(s not in caplog.text for s in (token, refresh))

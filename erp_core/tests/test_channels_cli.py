@@ -95,3 +95,38 @@ def test_empty_list(cli, make_tenant):
     make_tenant("acme")
     r = cli("channels", "accounts", "list", "--tenant", "acme")
     assert r.exit_code == 0 and "(no channel accounts)" in r.output
+
+
+def test_tokens_from_stdin_and_prompt(cli, make_tenant, erp_db, erp_settings):
+    t = make_tenant("acme", plugins=("test_beta",))
+    r = cli(*ADD, "--shop-id", "s1", "--name", "N", "--secrets-stdin", input='{"app_secret":"x1"}')
+    assert r.exit_code == 0, r.output
+    with erp_db.tenant_session(t.id) as s:
+        (acc,) = svc.list_accounts(s)
+        account_id = acc.id
+    tok = ("channels", "accounts", "tokens", str(account_id), "--tenant", "acme")
+    r = cli(
+        *tok,
+        "--stdin",
+        input=json.dumps({"access_token": SECRET, "expires_at": "2026-12-01T08:00:00+08:00"}),
+    )
+    assert r.exit_code == 0, r.output
+    assert "expires 2026-12-01T00:00:00+00:00" in r.output and SECRET not in r.output
+    with erp_db.tenant_session(t.id) as s:
+        acc = svc.get_account(s, account_id)
+        assert svc.account_context(s, acc, erp_settings).access_token == SECRET
+    r = cli(*tok, input=f"{SECRET}-2\n\n\n")
+    assert r.exit_code == 0 and "unknown time" in r.output and SECRET not in r.output
+    for bad, message in (
+        ('{"access_token": ""}', "non-empty"),
+        ('{"access_token": "a", "expires_at": "2026-12-01T08:00"}', "UTC offset"),
+        ('{"access_token": "a", "colour": 1}', "unknown field"),
+        ("[1]", "JSON object"),
+    ):
+        r = cli(*tok, "--stdin", input=bad)
+        assert r.exit_code == 1 and message in r.output, r.output
+    with erp_db.tenant_session(t.id) as s:
+        acc = svc.get_account(s, account_id)
+        assert svc.account_context(s, acc, erp_settings).access_token == f"{SECRET}-2"
+    r = cli("channels", "accounts", "refresh", str(account_id), "--tenant", "acme")
+    assert r.exit_code == 1 and "no refresh token" in r.output
