@@ -50,6 +50,11 @@ PLAUSIBLE_BODIES: dict[tuple[str, str], Any] = {
         "lines": [{"sku": "ISO-TEA", "counted": "7"}]
     },
     ("POST", f"{API}/inventory/moves/{{move_id}}/reserve"): {"strategy": "fifo"},
+    # with a refresh token, so that the positive control's refresh afterwards can work
+    ("PUT", f"{API}/channels/accounts/{{channel_account_id}}/tokens"): {
+        "access_token": "taken-over-access",
+        "refresh_token": "taken-over-refresh",
+    },
 }
 
 #: The id provider the positive control takes a route's parameter from, where the parameter's

@@ -21,6 +21,7 @@ from erp_core.channels.interfaces import (
     SalesChannel,
     TokenSet,
     Window,
+    message_received_at,
 )
 from erp_core.channels.types import (
     Address,
@@ -69,4 +70,5 @@ __all__ = [
     "StockLevel",
     "TokenSet",
     "Window",
+    "message_received_at",
 ]

@@ -220,7 +220,9 @@ def refresh_tokens(
 ) -> AccountOut:
     """Exchange the refresh token for new tokens now (the sync does it when needed)."""
     account = service.get_account(db, channel_account_id)
-    service.refresh_tokens(db, request.app.state.registry, request.app.state.settings, account)
+    service.refresh_tokens(
+        db, request.app.state.registry, request.app.state.settings, account, force=True
+    )
     db.commit()
     return out(account)
 

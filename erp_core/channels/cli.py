@@ -201,7 +201,7 @@ def refresh(account_id: int, slug: str) -> None:
     try:
         with c.tenant(slug) as (s, _tenant):
             account = service.get_account(s, account_id)
-            service.refresh_tokens(s, c.registry, c.settings, account)
+            service.refresh_tokens(s, c.registry, c.settings, account, force=True)
             exp_at = account.access_token_expires_at
     except AccountError as exc:
         raise click.ClickException(str(exc)) from None

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -70,6 +71,10 @@ __all__ = [
 logger = logging.getLogger("erp_core.channels.http")
 # Records are redacted where they are made; this also covers anything else logged here.
 logger.addFilter(RedactingFilter())
+# httpx logs every request's full URL at INFO: platforms that put a token in the query string
+# (Taobao's ``session``) would leak it there, so its records are redacted too.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).addFilter(RedactingFilter())
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -186,7 +191,7 @@ def default_classifier(response: httpx.Response, data: Any) -> Outcome:
 @dataclass(frozen=True)
 class CallResult:
     response: httpx.Response
-    data: Any  # the parsed JSON body, or None
+    data: Any  # the parsed JSON body (fractions as Decimal), or None
     attempts: int
     duration: float  # seconds, on the client's clock, for the whole call
 
@@ -629,7 +634,8 @@ def _parse_body(response: httpx.Response) -> Any:
         return None
     if "json" in ctype or body[:64].lstrip()[:1] in (b"{", b"["):
         try:
-            return json.loads(body)
+            # numbers with a fraction become Decimal: money never passes through a float
+            return json.loads(body, parse_float=Decimal)
         except ValueError:
             return None
     return None

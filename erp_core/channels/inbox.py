@@ -38,6 +38,7 @@ from erp_core.channels.inbox_models import (
     InboxSubject,
 )
 from erp_core.channels.interfaces import (
+    RECEIVED_AT_HEADER,
     Connector,
     InboundMessage,
     InvalidMessage,
@@ -162,6 +163,8 @@ def receive(
     is kept on the row for ``erp inbox replay``.
     """
     cls = service.connectors(registry).get(connector)
+    # only the inbox says when a message arrived (see message_received_at)
+    headers = {k: v for k, v in headers.items() if k.lower() != RECEIVED_AT_HEADER}
     try:
         if cls is None:
             raise Rejected("no such connector installed")
@@ -368,7 +371,11 @@ def _deliver(
 ) -> str:
     account = service.get_account(session, message.account_id)
     conn = _connector(session, registry, settings, account)
-    msg = parse(conn, message.headers, message.body, message.query)
+    arrived = message.received_at
+    if arrived.tzinfo is None:  # SQLite hands naive UTC back
+        arrived = arrived.replace(tzinfo=UTC)
+    headers = {**message.headers, RECEIVED_AT_HEADER: arrived.isoformat()}
+    msg = parse(conn, headers, message.body, message.query)
     if msg.message_id != message.message_id:
         raise InvalidMessage("the stored request parses to another message id")
     obj = _subject(conn, msg)

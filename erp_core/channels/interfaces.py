@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -32,6 +32,7 @@ from erp_core.channels.types import (
 )
 
 __all__ = [
+    "RECEIVED_AT_HEADER",
     "ChannelAuthError",
     "ChannelContext",
     "ChannelError",
@@ -49,6 +50,7 @@ __all__ = [
     "SalesChannel",
     "TokenSet",
     "Window",
+    "message_received_at",
 ]
 
 T = TypeVar("T")
@@ -213,6 +215,28 @@ class InboundMessage:
     reply_content_type: str = "text/plain"
 
 
+#: The header the inbox adds when it parses a stored message again (processing, replay): when
+#: the message arrived. The inbox drops it from incoming requests, so a sender cannot set it.
+RECEIVED_AT_HEADER = "x-erp-received-at"
+
+
+def message_received_at(headers: Mapping[str, str]) -> datetime:
+    """When the pushed message arrived: now for a message being received, the stored arrival
+    time for one parsed again later (a replay days after). A connector that refuses stale
+    messages judges their age against this, never against the clock, so that a message valid
+    on arrival stays valid on replay."""
+    for name, value in headers.items():
+        if name.lower() == RECEIVED_AT_HEADER:
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                break
+            if when.tzinfo is not None:
+                return when
+            break
+    return datetime.now(UTC)
+
+
 # --- the connector base --------------------------------------------------------------------------
 
 
@@ -357,6 +381,11 @@ class PaymentChannel(Connector):
     @abc.abstractmethod
     def query_refund(self, out_trade_no: str, out_request_no: str) -> Refund:
         """The state of the refund ``out_request_no`` of payment ``out_trade_no``."""
+
+    def close_payment(self, out_trade_no: str) -> None:
+        """Close an unpaid payment so that it can no longer be paid (an order cancelled before
+        payment). Providers without such a call: not supported."""
+        raise NotImplementedError(f"{type(self).__name__} cannot close payments")
 
     @abc.abstractmethod
     def parse_notification(

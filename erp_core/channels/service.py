@@ -490,20 +490,30 @@ def refresh_tokens(
     registry: PluginRegistry,
     settings: Settings,
     account: ChannelAccount,
+    *,
+    refused_token: str | None = None,
+    force: bool = False,
 ) -> ChannelContext:
     """Exchange the account's refresh token for new tokens, store them, return the new context.
 
-    Runs in the caller's transaction (the caller commits). On PostgreSQL the account row is
-    locked first, so two workers refreshing at once exchange the token once: the second
-    finds the fresh token and uses it.
+    Without ``force`` only a token that :func:`needs_refresh` is exchanged; ``refused_token``
+    (the access token the platform just refused) exchanges it unless another worker already
+    replaced it. Runs in the caller's transaction (the caller commits). On PostgreSQL the
+    account row is locked first, so two workers refreshing at once exchange the token once:
+    the second finds the fresh token and uses it.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
             select(ChannelAccount.id).where(ChannelAccount.id == account.id).with_for_update()
         )
         session.refresh(account)
-        if not needs_refresh(account) and account.access_token is not None:
-            return account_context(session, account, settings)
+    if not force:
+        current = account_context(session, account, settings)
+        if refused_token is not None:
+            if current.access_token not in (None, refused_token):
+                return current  # refreshed meanwhile by another worker
+        elif not needs_refresh(account):
+            return current
     refresh = account_refresh_token(session, account, settings)
     if not refresh:
         raise TokenRefreshError(

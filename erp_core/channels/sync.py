@@ -272,7 +272,7 @@ def _open_channel(
     account = session.get(ChannelAccount, account_id)
     if account is None:
         raise SyncError(f"no channel account {account_id} in this tenant")
-    return _build_channel(session, registry, settings, tenant_id, account, refresh=False)
+    return _build_channel(session, registry, settings, tenant_id, account)
 
 
 def _build_channel(
@@ -282,7 +282,7 @@ def _build_channel(
     tenant_id: int,
     account: ChannelAccount,
     *,
-    refresh: bool,
+    refused_token: str | None = None,
 ) -> SalesChannel:
     from erp_core.channels import service
 
@@ -298,8 +298,10 @@ def _build_channel(
         )
     try:
         cls = service.connector_class(registry, account.connector)
-        if refresh or service.needs_refresh(account):
-            context = service.refresh_tokens(session, registry, settings, account)
+        if refused_token is not None or service.needs_refresh(account):
+            context = service.refresh_tokens(
+                session, registry, settings, account, refused_token=refused_token
+            )
         else:
             context = service.account_context(session, account, settings)
     except service.TokenRefreshError as exc:
@@ -395,7 +397,8 @@ def run(
             account = s.get(ChannelAccount, account_id)
             if account is None or account.refresh_token is None:
                 return None
-            chan = _build_channel(s, registry, settings, tenant_id, account, refresh=True)
+            refused = chan.context.access_token or ""
+            chan = _build_channel(s, registry, settings, tenant_id, account, refused_token=refused)
         log.info(
             "channel account %s: access token refreshed after the platform refused it", account_id
         )

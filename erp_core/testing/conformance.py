@@ -755,6 +755,7 @@ class PaymentChannelConformance(ConformanceBase):
             )
         )
         assert out, "create_payment returned nothing for the payer"
+        sandbox.payer_acts(out)
         return no
 
     def test_every_payment_method_creates_a_payment(

@@ -179,6 +179,26 @@ def make_tenant(erp_db: Database, erp_registry: PluginRegistry) -> Any:
     return make
 
 
+@pytest.fixture
+def erp_cli(erp_settings: Settings, erp_db: Database, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run ``erp`` commands against the test database: ``erp_cli("tenants", "create", ...)``
+    returns click's ``Result`` (``input=`` feeds standard input)."""
+    from click.testing import CliRunner
+
+    from erp_core.cli import main
+
+    monkeypatch.setenv("ERP_DATABASE_URL", erp_settings.resolved_database_url())
+    monkeypatch.setenv("ERP_BROKER_URL", erp_settings.resolved_broker_url())
+    monkeypatch.setenv("ERP_VAR_DIR", str(erp_settings.var_path))
+    monkeypatch.setenv("ERP_SECRET_KEY", erp_settings.secret_key)
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> Any:
+        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return run
+
+
 def login(client: TestClient, email: str, password: str = PASSWORD, tenant: str = "") -> Any:
     """Log in through the real form (CSRF cookie included); returns the final response."""
     import re

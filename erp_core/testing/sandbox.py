@@ -168,6 +168,11 @@ class PaymentSandbox(Sandbox):
     #: The provider's raw status of a created, unpaid payment (for out-of-order messages).
     pending_status: ClassVar[str]
 
+    def payer_acts(self, created: Mapping[str, str]) -> None:
+        """The payer acts on what ``create_payment`` returned before paying: a browser submits
+        the signed form of a web payment to the provider. Nothing to do for a payment the
+        provider created at once (a QR code)."""
+
     @abc.abstractmethod
     def pay(self, out_trade_no: str, *, at: datetime | None = None) -> PushRequest:
         """The buyer pays the created payment ``out_trade_no``; return the signed

@@ -144,9 +144,20 @@ def test_tokens_are_write_only_and_refresh_needs_support(client, acme, make_tena
     naive = client.put(url, json={"access_token": "x", "expires_at": "2026-12-01T08:00"}, headers=h)
     assert "timezone-aware" in problem(naive, 422)["detail"]
     assert ok(client.get(f"{API}/{made['id']}", headers=h)) == got
-    # the beta platform has no token refresh: a clear 422, tokens untouched
+    # refreshing exchanges the refresh token at the platform; the new token is stored
+    fresh = ok(client.post(f"{API}/{made['id']}/refresh", headers=h))
+    assert fresh["access_token_expires_at"] != got["access_token_expires_at"]
+    # a platform refusing the refresh: a clear 422, tokens untouched
+    ok(client.put(url, json={"access_token": token, "refresh_token": "revoked-1"}, headers=h))
+    kept = ok(client.get(f"{API}/{made['id']}", headers=h))
     refused = problem(client.post(f"{API}/{made['id']}/refresh", headers=h), 422)
-    assert "cannot refresh tokens" in refused["detail"]
+    assert "refused the token refresh" in refused["detail"]
+    assert ok(client.get(f"{API}/{made['id']}", headers=h)) == kept
+    # no refresh token at all
+    bare = ok(client.post(API, json=body(shop_id="shop-2"), headers=h), 201)
+    ok(client.put(f"{API}/{bare['id']}/tokens", json={"access_token": token}, headers=h))
+    refused = problem(client.post(f"{API}/{bare['id']}/refresh", headers=h), 422)
+    assert "no refresh token" in refused["detail"]
     # another tenant's account is not there
     other = make_tenant("other", plugins=("test_beta",))
     problem(client.put(url, json={"access_token": "x"}, headers=other.auth), 404)

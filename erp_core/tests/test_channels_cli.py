@@ -7,26 +7,15 @@ import logging
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from erp_core.channels import service as svc
-from erp_core.cli import main
 
 SECRET = "cli-s3cr3t-77d0e2"
 
 
 @pytest.fixture
-def cli(erp_settings: Any, erp_db: Any, monkeypatch: Any) -> Any:
-    monkeypatch.setenv("ERP_DATABASE_URL", erp_settings.resolved_database_url())
-    monkeypatch.setenv("ERP_BROKER_URL", erp_settings.resolved_broker_url())
-    monkeypatch.setenv("ERP_VAR_DIR", str(erp_settings.var_path))
-    monkeypatch.setenv("ERP_SECRET_KEY", erp_settings.secret_key)
-    runner = CliRunner()
-
-    def run(*args: str, input: str | None = None) -> Any:
-        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
-
-    return run
+def cli(erp_cli: Any) -> Any:
+    return erp_cli
 
 
 ADD = ("channels", "accounts", "add", "--tenant", "acme", "--connector", "test_beta")

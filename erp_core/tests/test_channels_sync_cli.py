@@ -8,14 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from erp_test_beta.channel import BetaChannel
 from sqlalchemy import func, select
 
 from erp_core.channels import service as svc
 from erp_core.channels import sync
 from erp_core.channels.sync_models import ChannelObject
-from erp_core.cli import main
 from erp_core.tasks.app import beat_schedule
 from erp_core.tasks.runtime import Runtime, set_runtime
 from erp_core.testing import channel_sim
@@ -33,17 +31,8 @@ def routed(monkeypatch: Any) -> Any:
 
 
 @pytest.fixture
-def cli(erp_settings: Any, erp_db: Any, monkeypatch: Any) -> Any:
-    monkeypatch.setenv("ERP_DATABASE_URL", erp_settings.resolved_database_url())
-    monkeypatch.setenv("ERP_BROKER_URL", erp_settings.resolved_broker_url())
-    monkeypatch.setenv("ERP_VAR_DIR", str(erp_settings.var_path))
-    monkeypatch.setenv("ERP_SECRET_KEY", erp_settings.secret_key)
-    runner = CliRunner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(main, list(args), catch_exceptions=False)
-
-    return run
+def cli(erp_cli: Any) -> Any:
+    return erp_cli
 
 
 def shop(db: Any, registry: Any, settings: Any, tenant_id: int, shop_id: str, **kw: Any) -> int:

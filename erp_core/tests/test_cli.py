@@ -13,16 +13,8 @@ from erp_core.cli import main
 
 
 @pytest.fixture
-def cli(erp_settings, erp_db, monkeypatch):
-    monkeypatch.setenv("ERP_DATABASE_URL", erp_settings.resolved_database_url())
-    monkeypatch.setenv("ERP_BROKER_URL", erp_settings.resolved_broker_url())
-    monkeypatch.setenv("ERP_VAR_DIR", str(erp_settings.var_path))
-    runner = CliRunner()
-
-    def run(*args: str, input: str | None = None):
-        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
-
-    return run
+def cli(erp_cli):
+    return erp_cli
 
 
 def test_tenant_user_token_round_trip(cli, client):

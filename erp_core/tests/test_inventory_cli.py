@@ -6,24 +6,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from erp_core.cli import main
 from erp_core.inventory import service as inv
 from erp_core.testing.inventory import invariant_violations
 
 
 @pytest.fixture
-def cli(erp_settings: Any, erp_db: Any, monkeypatch: Any) -> Any:
-    monkeypatch.setenv("ERP_DATABASE_URL", erp_settings.resolved_database_url())
-    monkeypatch.setenv("ERP_BROKER_URL", erp_settings.resolved_broker_url())
-    monkeypatch.setenv("ERP_VAR_DIR", str(erp_settings.var_path))
-    runner = CliRunner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(main, list(args), catch_exceptions=False)
-
-    return run
+def cli(erp_cli: Any) -> Any:
+    return erp_cli
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 from beancount import loader
 from beancount.core import data
-from click.testing import CliRunner
 
-from erp_core.cli import main
 from erp_core.ledger import service
 from erp_core.ledger.types import EntryDraft, PostingDraft
 
@@ -25,16 +23,8 @@ NASTY = '天猫订单 "884" 结算\n第二行 \\ back\tslash «引号» "'
 
 
 @pytest.fixture
-def cli(erp_settings, erp_db, monkeypatch):
-    monkeypatch.setenv("ERP_DATABASE_URL", erp_settings.resolved_database_url())
-    monkeypatch.setenv("ERP_BROKER_URL", erp_settings.resolved_broker_url())
-    monkeypatch.setenv("ERP_VAR_DIR", str(erp_settings.var_path))
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(main, list(args), catch_exceptions=False)
-
-    return run
+def cli(erp_cli):
+    return erp_cli
 
 
 def P(account, amount, currency=None, rate=None, **kw):
