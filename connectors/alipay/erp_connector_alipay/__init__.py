@@ -1,0 +1,1 @@
+"""Alipay payment channel connector with its platform sandbox."""

@@ -1,0 +1,1 @@
+"""Taobao/Tmall (TOP) sales channel connector with its platform sandbox."""

@@ -1,0 +1,143 @@
+"""The sandbox itself: reproducible data, realistic shapes, and no secret in any log."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from erp_connector_tmall.manifest import MANIFEST
+from erp_connector_tmall.protocol import LINE_REFUND_STATUS, ORDER_STATUS, REFUND_STATUS
+from erp_connector_tmall.sandbox import TmallSandbox
+
+from erp_core.channels.interfaces import (
+    ChannelAuthError,
+    ChannelError,
+    Cursor,
+    SalesChannel,
+    Window,
+)
+from erp_core.channels.service import load_connector
+from erp_core.channels.types import Shipment, StockLevel
+from erp_core.testing.sandbox import SalesSandbox
+
+T0 = datetime(2026, 11, 11, 0, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def snapshot(box: TmallSandbox) -> dict[str, Any]:
+    ids = box.expected_orders(T0, T0 + DAY)
+    return {
+        "orders": {tid: box.trade_json(tid) for tid in ids},
+        "refunds": {r: box.refund_json(r) for r in box.expected_refunds(T0, T0 + DAY)},
+        "account": (box.app_key, box.app_secret, box.shop_id, box.account().access_token),
+    }
+
+
+def test_same_seed_same_shop_other_seed_other_shop() -> None:
+    a, b, c = TmallSandbox(seed=5), TmallSandbox(seed=5), TmallSandbox(seed=6)
+    for box in (a, b, c):
+        box.generate(T0, T0 + DAY, orders=80, refunds=20)
+        box.order_with_status("TRADE_FINISHED", at=T0 + timedelta(hours=3))
+    assert snapshot(a) == snapshot(b)
+    assert snapshot(a)["orders"] != snapshot(c)["orders"]
+    assert snapshot(a)["account"] != snapshot(c)["account"]
+    assert (
+        a.push(next(iter(snapshot(a)["orders"]))).body
+        == b.push(next(iter(snapshot(b)["orders"]))).body
+    )
+
+
+def test_generated_data_looks_like_a_taobao_shop() -> None:
+    box = TmallSandbox(seed=2)
+    box.generate(T0, T0 + DAY, orders=300, refunds=60)
+    trades = [box.trade_json(t) for t in box.expected_orders(T0, T0 + DAY)]
+    assert len(trades) == 300
+    assert {t["status"] for t in trades} == set(ORDER_STATUS)
+    lines = [o for t in trades for o in t["orders"]["order"]]
+    assert {o["refund_status"] for o in lines} == set(LINE_REFUND_STATUS)
+    refunds = [box.refund_json(r) for r in box.expected_refunds(T0, T0 + DAY)]
+    assert len(refunds) == 60 and {r["status"] for r in refunds} == set(REFUND_STATUS)
+    assert {len(t["orders"]["order"]) for t in trades} == {1, 2, 3, 4}
+    assert any(o.get("outer_sku_id") for o in lines) and any("sku_id" not in o for o in lines)
+    assert any(t["buyer_message"] for t in trades) and any(t["post_fee"] != "0.00" for t in trades)
+    assert any(o["part_mjz_discount"] != "0.00" for o in lines)
+    assert any(o["platform_subsidy_fee"] != "0.00" for o in lines)
+    assert any(o["discount_fee"] != "0.00" for o in lines)
+    names = [t["receiver_name"] for t in trades]
+    assert all("\u4e00" <= n[0] <= "\u9fff" for n in names)  # Chinese names
+    assert len({t["receiver_state"] for t in trades}) >= 8
+    # one-line trades share tid and oid, as on Taobao
+    assert all(
+        str(t["tid"]) == str(t["orders"]["order"][0]["oid"])
+        for t in trades
+        if len(t["orders"]["order"]) == 1
+    )
+    # modified times: many on whole hours, many sharing an instant
+    modified = Counter(t["modified"] for t in trades)
+    on_hours = sum(n for m, n in modified.items() if m.endswith(":00:00"))
+    assert on_hours >= 60 and max(modified.values()) >= 10
+    # and one exactly on the window start
+    assert modified["2026-11-11 08:00:00"] >= 1
+
+
+def test_generated_times_stay_inside_the_range() -> None:
+    box = TmallSandbox(seed=9)
+    start = T0 + timedelta(minutes=7, microseconds=5)
+    box.generate(start, start + timedelta(hours=3), orders=120, refunds=20)
+    assert len(box.expected_orders(start, start + timedelta(hours=3))) == 120
+    assert len(box.expected_refunds(start, start + timedelta(hours=3))) == 20
+    with pytest.raises(ValueError):
+        box.generate(T0 + timedelta(microseconds=1), T0 + timedelta(microseconds=10), orders=1)
+
+
+def test_the_manifest_names_loadable_classes() -> None:
+    assert MANIFEST.problems() == []
+    channel = load_connector(MANIFEST.channel or "")
+    assert issubclass(channel, SalesChannel) and channel.kind == "sales"
+    assert [f.name for f in channel.secret_fields] == ["app_secret"]
+    assert {f.name for f in channel.config_fields} >= {"base_url", "sign_method"}
+    assert issubclass(TmallSandbox, SalesSandbox) and TmallSandbox.connector == MANIFEST.name
+    assert TmallSandbox(seed=0).account().config["base_url"].endswith("/router/rest")
+
+
+def test_no_secret_in_logs_or_errors(
+    sandbox: TmallSandbox, make_channel: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    spec = sandbox.account()
+    secrets = [spec.secrets["app_secret"], spec.access_token, spec.refresh_token]
+    tid = sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=T0, lines=2)
+    channel = make_channel()
+    errors: list[str] = []
+    channel.fetch_orders(Cursor(window=Window(start=T0, end=T0 + timedelta(hours=1))))
+    channel.ship(Shipment(order_id=tid, tracking_no="YT9999999999", courier_code="YTO"))
+    channel.push_stock([StockLevel(merchant_sku="TEA-LJ-250", quantity=1)], full=True)
+    sandbox.throttle(1)
+    channel.get_order(tid)
+    for bad in (
+        lambda: make_channel(secret="wrong-secret-1234").get_order(tid),
+        lambda: channel.ship(Shipment(order_id=tid, tracking_no="XX1", courier_code="YTO")),
+    ):
+        with pytest.raises(ChannelError) as info:
+            bad()
+        errors.append(str(info.value))
+    sandbox.expire_tokens()
+    with pytest.raises(ChannelAuthError) as auth:
+        channel.get_order(tid)
+    errors.append(str(auth.value))
+    assert spec.refresh_token is not None
+    tokens = channel.refresh_token(spec.refresh_token)
+    channel.get_order(tid)
+    secrets += [tokens.access_token, tokens.refresh_token]
+    text = caplog.text + "\n".join(
+        str(getattr(r, k)) for r in caplog.records for k in vars(r) if k.startswith("channel_")
+    )
+    assert "taobao.trade.fullinfo.get" not in text  # bodies are not logged either
+    assert len(caplog.records) >= 8
+    for secret in secrets:
+        assert secret and secret not in text
+        assert all(secret not in e for e in errors)
+    assert repr(tokens).count(tokens.access_token) == 0
