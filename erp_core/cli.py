@@ -211,6 +211,13 @@ def serve(c: Ctx, host: str | None, port: int | None, demo: bool, no_worker: boo
             click.echo(f"embedded worker and scheduler started (pid {child.pid})")
         h = host or c.settings.host
         p = port or c.settings.port
+        if demo:
+            from erp_core.demo import DemoPlatforms
+
+            platforms = DemoPlatforms(c.db, c.registry, c.settings)
+            stack.callback(platforms.close)
+            for line in platforms.start(f"http://{'127.0.0.1' if h == '0.0.0.0' else h}:{p}"):
+                click.echo(line)
         click.echo(f"serving on http://{h}:{p}")
         uvicorn.run(
             create_app(c.settings, registry=c.registry, db=c.db),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import secrets
+import threading
+import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,7 +65,10 @@ def ensure_demo(
                 continue
             enable_plugin(s, registry, tenant, name, with_dependencies=True, actor="demo")
     with db.tenant_session(tenant.id) as s:
-        seed_demo_stock(s, registry.hooks_for(enabled_plugins(s, tenant.id)))
+        hooks = registry.hooks_for(enabled_plugins(s, tenant.id))
+        seed_demo_stock(s, hooks)
+        demo_tenant = get_tenant(s, DEMO_SLUG)
+        hooks.erp_demo_tenant(session=s, tenant=demo_tenant)
     password = cred.read_text(encoding="utf-8").strip()
     return [
         f"demo tenant: {DEMO_SLUG}",
@@ -120,3 +128,147 @@ def seed_demo_stock(session: Session, hooks: Any) -> None:
                 hooks=hooks,
                 **extra,
             )
+
+
+# --- the platforms of the demo ----------------------------------------------------------------
+
+#: Seconds between two steps of the demo's order stream.
+DEMO_STEP_SECONDS = 8.0
+log = logging.getLogger(__name__)
+
+
+class DemoPlatforms:
+    """The sandboxes of the installed connectors, serving on loopback while the demo runs, each
+    with a channel account of the demo tenant and a thread driving its steady stream
+    (:meth:`erp_core.testing.sandbox.Sandbox.demo_step`) into the ERP's ``/hooks``."""
+
+    def __init__(self, db: Database, registry: PluginRegistry, settings: Settings) -> None:
+        self.db, self.registry, self.settings = db, registry, settings
+        self._stack = ExitStack()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.lines: list[str] = []
+
+    def start(self, erp_url: str) -> list[str]:
+        from erp_core.testing.sandbox import Sandbox, running
+
+        with self.db.session() as s:
+            tenant = get_tenant(s, DEMO_SLUG)
+            tenant_id = tenant.id
+            bind_tenant(s, tenant_id)
+            enabled = enabled_plugins(s, tenant_id)
+        for manifest in self.registry.manifests():
+            if not (manifest.sandbox and manifest.channel and manifest.name in enabled):
+                continue
+            module, _, name = manifest.sandbox.partition(":")
+            try:
+                cls = getattr(importlib.import_module(module), name)
+                if not (isinstance(cls, type) and issubclass(cls, Sandbox)):
+                    raise TypeError(f"{manifest.sandbox} is not a Sandbox")
+                box = self._stack.enter_context(running(cls(seed=2026)))
+                account_id = self._account(tenant_id, manifest.name, box)
+            except Exception as exc:  # one broken sandbox must not stop the demo
+                log.warning("demo: the %s sandbox did not start: %s", manifest.name, exc)
+                continue
+            hook = f"{erp_url}/hooks/{manifest.name}/{account_id}"
+            thread = threading.Thread(
+                target=self._drive, args=(box, hook), name=f"demo:{manifest.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+            self.lines.append(f"demo: {manifest.title} sandbox at {box.base_url} → {hook}")
+        return self.lines
+
+    def _account(self, tenant_id: int, connector: str, box: Any) -> int:
+        """The demo's account at the sandbox, created once and pointed at it at every start
+        (its address and keys change from run to run)."""
+        from erp_core.channels import service as channels
+        from erp_core.channels.interfaces import TokenSet
+        from erp_core.channels.models import ChannelAccount
+
+        spec = box.account()
+        with self.db.tenant_session(tenant_id) as s:
+            account = s.scalar(
+                select(ChannelAccount).where(
+                    ChannelAccount.connector == connector, ChannelAccount.shop_id == spec.shop_id
+                )
+            )
+            if account is None:
+                account = channels.create_account(
+                    s,
+                    self.registry,
+                    self.settings,
+                    connector=connector,
+                    shop_id=spec.shop_id,
+                    name=f"演示 {connector}",
+                    app_key=spec.app_key,
+                    config=dict(spec.config),
+                    secrets=dict(spec.secrets),
+                    actor="demo",
+                )
+            else:
+                channels.update_account(
+                    s,
+                    self.registry,
+                    self.settings,
+                    account,
+                    config=dict(spec.config),
+                    secrets=dict(spec.secrets),
+                    active=True,
+                    actor="demo",
+                )
+            if spec.access_token:
+                channels.set_tokens(
+                    s,
+                    self.settings,
+                    account,
+                    TokenSet(
+                        access_token=spec.access_token,
+                        expires_at=spec.token_expires_at,
+                        refresh_token=spec.refresh_token,
+                    ),
+                    actor="demo",
+                )
+            self._seed_goods(s, box)
+            return int(account.id)
+
+    @staticmethod
+    def _seed_goods(session: Session, box: Any) -> None:
+        """The shop's goods as SKUs with stock, once; the last one stays unknown to the ERP so
+        that the demo shows the "SKU not mapped" exception."""
+        from erp_core.inventory import service as inv
+        from erp_core.inventory.models import Sku
+
+        items = getattr(box, "stock_items", None)
+        if items is None:
+            return
+        codes = sorted({code for code, _, _ in items()})
+        for code in codes[:-1]:
+            if session.scalar(select(Sku.id).where(Sku.code == code)) is not None:
+                continue
+            inv.create_sku(session, code=code, name=code)
+            for wh, qty in (("HZ", 400), ("SH", 150)):
+                inv.receive(
+                    session,
+                    code,
+                    qty,
+                    warehouse=wh,
+                    unit_cost="25.00",
+                    reference="demo opening stock",
+                    idempotency_key=f"demo:{code}:{wh}",
+                )
+
+    def _drive(self, box: Any, hook: str) -> None:
+        time.sleep(3.0)  # let the web server come up
+        while not self._stop.is_set():
+            try:
+                box.demo_step(hook)
+            except Exception as exc:  # keep the demo going; say what broke
+                log.warning("demo: a step of %s failed: %s", type(box).__name__, exc)
+            self._stop.wait(DEMO_STEP_SECONDS)
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._stack.close()

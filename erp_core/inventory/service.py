@@ -31,7 +31,7 @@ first (``SELECT ... FOR UPDATE`` on PostgreSQL; the database write lock on SQLit
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -733,6 +733,8 @@ class _Op:
     now: datetime = field(default_factory=utcnow)
     touched: set[tuple[int, int]] = field(default_factory=set)
     valued: list[StockValuation] = field(default_factory=list)
+    #: Posting dimensions given to every valuation of the call (see :func:`complete`).
+    dimensions: dict[str, str] = field(default_factory=dict)
     undo: list[Callable[[], None]] = field(default_factory=list)
     locked: bool = False
 
@@ -1720,15 +1722,22 @@ def complete(
     *,
     strategy: Strategy = "fifo",
     hooks: Any = None,
+    dimensions: Mapping[str, str] | None = None,
 ) -> list[Move]:
     """Mark moves done: stock leaves the source and arrives at the destination, atomically.
 
     A draft move is reserved first (see :func:`reserve_move`; it may be split over several
     quants, and every part is completed). Moves between a virtual location and own stock
     are valued at the moving average cost (receipts at their unit cost) and reported through
-    ``erp_stock_valued``. Returns the done moves.
+    ``erp_stock_valued``, with ``dimensions`` (``channel``, ``store``, ``order``: what the
+    caller knows of the sale) on the valuation, so that the cost of goods sold lands on the
+    same dimensions as the revenue. Returns the done moves.
     """
     op = _Op(session, hooks)
+    unknown = sorted(set(dimensions or {}) - {"channel", "store", "order"})
+    if unknown:
+        raise InventoryError(f"unknown valuation dimension(s) {', '.join(unknown)}")
+    op.dimensions = {k: str(v) for k, v in (dimensions or {}).items() if v}
     if strategy not in ("fifo", "fefo"):
         raise InventoryError(f"strategy must be 'fifo' or 'fefo', not {strategy!r}")
     with op.atomic():
@@ -1877,6 +1886,7 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
                         occurred_at=op.now,
                         source_type=r.source_type,
                         source_id=r.source_id,
+                        dimensions=dict(op.dimensions),
                     )
                 )
         op.conn.execute(

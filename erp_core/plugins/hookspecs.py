@@ -64,6 +64,13 @@ def erp_tenant_plugin_disabled(session: Session, tenant: Tenant, plugin: str) ->
     """
 
 
+@hookspec
+def erp_demo_tenant(session: Session, tenant: Tenant) -> None:
+    """The demo tenant (``erp serve --demo``) was set up, its plugins enabled and stock seeded:
+    switch on what makes the demo run by itself (automatic shipping, say). Never called for a
+    real tenant. Runs in a transaction bound to the tenant: flush, never commit; idempotent."""
+
+
 # --- web / UI -----------------------------------------------------------------------------
 
 

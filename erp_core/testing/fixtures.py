@@ -199,6 +199,22 @@ def erp_cli(erp_settings: Settings, erp_db: Database, monkeypatch: pytest.Monkey
     return run
 
 
+@pytest.fixture(scope="session")
+def erp_browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, see :mod:`erp_core.testing.browser`) shared by every
+    browser test of the run: Playwright's sync API allows one instance per process."""
+    from erp_core.testing.browser import CHROMIUM, CHROMIUM_ARGS, SKIP_REASON
+
+    if not CHROMIUM.exists():
+        pytest.skip(SKIP_REASON)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
 def login(client: TestClient, email: str, password: str = PASSWORD, tenant: str = "") -> Any:
     """Log in through the real form (CSRF cookie included); returns the final response."""
     import re

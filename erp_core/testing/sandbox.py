@@ -106,6 +106,12 @@ class Sandbox(abc.ABC):
     def tamper(self, push: PushRequest) -> PushRequest:
         """``push`` with its content changed after signing (verification must fail)."""
 
+    def demo_step(self, hook_url: str) -> int:
+        """One step of the demo's steady stream: what happens at the platform in a few seconds
+        (new orders, payments, refunds), its pushes delivered to ``hook_url`` (the ERP's
+        ``/hooks/{connector}/{account}``). Returns the messages delivered. Default: none."""
+        return 0
+
     def errors(self) -> list[str]:
         """Error codes the sandbox answered, in order."""
         return [c.error for c in self.calls if c.error]

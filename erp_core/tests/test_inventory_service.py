@@ -278,6 +278,20 @@ def test_reserve_release_and_complete_are_exact(s, wh, hooks, rec):
         inv.release(s, move.id)
 
 
+def test_complete_carries_the_sale_dimensions_to_the_valuation(s, wh, hooks, rec):
+    inv.receive(s, "TEA", 5, warehouse="WH1", unit_cost=3, hooks=hooks)
+    res = inv.reserve(s, "TEA", 2, warehouse="WH1", hooks=hooks)
+    with pytest.raises(InventoryError, match="unknown valuation dimension"):
+        inv.complete(s, res.move_ids, hooks=hooks, dimensions={"colour": "red"})
+    assert level(s, "TEA") == (D(5), D(2), D(3))
+    rec.clear()
+    inv.complete(
+        s, res.move_ids, hooks=hooks, dimensions={"channel": "tmall", "store": "7", "order": "T1"}
+    )
+    [v] = rec.valued
+    assert v.dimensions == {"channel": "tmall", "store": "7", "order": "T1"}
+
+
 def test_shortage_reserves_nothing_unless_partial(s, wh):
     inv.receive(s, "TEA", 3, to_location="WH1/A/01", unit_cost=1)
     inv.receive(s, "TEA", 2, to_location="WH1/A/02", unit_cost=1)

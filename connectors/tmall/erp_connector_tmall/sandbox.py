@@ -411,6 +411,9 @@ class TmallSandbox(SalesSandbox):
         self._trade_count = 0
         self._refund_count = 0
         self._message_count = 0
+        self._demo_rng = random.Random(seed + 1)
+        self._demo_last: str | None = None
+        self._demo_paid: list[str] = []
         self._memo_count = 0
         self._tid_base = 3_000_000_000_000_000 + (seed % 100_000) * 10_000_000_000
         self._refund_base = 150_000_000_000_000 + (seed % 100_000) * 1_000_000_000
@@ -1174,6 +1177,59 @@ class TmallSandbox(SalesSandbox):
         fraction: TOP knows seconds); ``lines`` fixes its number of lines (1-4)."""
         with self._lock:
             return str(self._make_trade(raw_status, _ceil_second(at), line_count=lines).tid)
+
+    def request_refund(
+        self, order_id: str, *, at: datetime, status: str = "WAIT_SELLER_AGREE"
+    ) -> str:
+        """The buyer asks a refund of the trade's first line (the trade is modified too, as
+        TOP does: the line carries the refund status). Returns the refund id."""
+        with self._lock:
+            trade = self._trades[order_id]
+            when = _ceil_second(at)
+            refund = self._make_refund(trade, trade.lines[0], status, when)
+            trade.modified = max(trade.modified, when)
+            return str(refund.refund_id)
+
+    def demo_step(self, hook_url: str) -> int:
+        """A few seconds of a busy shop: one to three new paid orders, now and then one with an
+        address that does not add up, a second order of the same buyer to the same address
+        (to merge), and a refund asked before shipping; every change pushed to ``hook_url``."""
+        rng = self._demo_rng
+        now = _ceil_second(self._now())
+        touched: list[str] = []
+        with self._lock:
+            for _ in range(rng.randint(1, 3)):
+                trade = self._make_trade(
+                    "WAIT_SELLER_SEND_GOODS", now, line_count=rng.randint(1, 3)
+                )
+                trade.created = now - timedelta(seconds=rng.randrange(60, 900))
+                trade.pay_time = now - timedelta(seconds=rng.randrange(5, 50))
+                roll = rng.random()
+                if roll < 0.12:  # the buyer picked a city of another province
+                    trade.receiver = {**trade.receiver, "receiver_city": "广州市"}
+                    trade.receiver["receiver_state"] = "浙江省"
+                elif roll < 0.27 and self._demo_last is not None:  # again, same buyer and address
+                    last = self._trades[self._demo_last]
+                    trade.buyer_nick, trade.buyer_open_uid = last.buyer_nick, last.buyer_open_uid
+                    trade.receiver = dict(last.receiver)
+                self._demo_last = str(trade.tid)
+                self._demo_paid.append(str(trade.tid))
+                touched.append(str(trade.tid))
+            if self._demo_paid and rng.random() < 0.15:  # a refund before shipping
+                tid = rng.choice(self._demo_paid[-20:])
+                trade = self._trades[tid]
+                if trade.status == "WAIT_SELLER_SEND_GOODS" and trade.lines[0].refund_status in (
+                    "",
+                    "NO_REFUND",
+                ):
+                    self._make_refund(trade, trade.lines[0], "WAIT_SELLER_AGREE", now)
+                    trade.modified = now
+                    touched.append(tid)
+        delivered = 0
+        for tid in touched:
+            if self.deliver(hook_url, self.push(tid)):
+                delivered += 1
+        return delivered
 
     def modify(self, order_id: str, *, at: datetime) -> None:
         with self._lock:
