@@ -24,7 +24,7 @@ from erp_core.db.session import system_access
 from erp_core.testing.fixtures import PASSWORD, csrf_of, login
 
 API = "/api/v1"
-PLUGINS = ("test_alpha", "test_beta", "test_gamma")
+PLUGINS = ("test_alpha", "test_beta", "test_gamma", "oms")
 PARAM_RE = re.compile(r"{(\w+)(?::\w+)?}")
 
 #: Path parameters that do not name a tenant-owned row, with the reason. Routes whose only
@@ -50,6 +50,19 @@ PLAUSIBLE_BODIES: dict[tuple[str, str], Any] = {
         "lines": [{"sku": "ISO-TEA", "counted": "7"}]
     },
     ("POST", f"{API}/inventory/moves/{{move_id}}/reserve"): {"strategy": "fifo"},
+    ("POST", f"{API}/oms/orders/{{order_id}}/hold"): {"reason": "taken over"},
+    ("POST", f"{API}/oms/orders/{{order_id}}/cancel"): {"reason": "taken over"},
+    ("PATCH", f"{API}/oms/orders/{{order_id}}/address"): {"city": "杭州市"},
+    ("POST", f"{API}/oms/parcels/{{parcel_id}}/ship"): {
+        "tracking_no": "SF0000000001",
+        "courier_code": "SF",
+    },
+    ("PUT", f"{API}/oms/rules/{{rule_id}}"): {
+        "kind": "amount_over",
+        "params": {"amount": "1000"},
+        "action": "hold",
+        "reason": "taken over",
+    },
     # with a refresh token, so that the positive control's refresh afterwards can work
     ("PUT", f"{API}/channels/accounts/{{channel_account_id}}/tokens"): {
         "access_token": "taken-over-access",
@@ -65,6 +78,8 @@ ROUTE_IDS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", f"{API}/inventory/moves/{{move_id}}/done"): {"move_id": "move_to_complete"},
     ("POST", f"{API}/inventory/moves/{{move_id}}/reserve"): {"move_id": "move_to_reserve"},
     ("POST", f"{API}/inventory/reservations/{{move_id}}/release"): {"move_id": "reservation"},
+    ("POST", f"{API}/oms/orders/{{order_id}}/hold"): {"order_id": "order_to_hold"},
+    ("POST", f"{API}/oms/orders/{{order_id}}/cancel"): {"order_id": "order_to_cancel"},
 }
 
 
@@ -272,6 +287,48 @@ def _populate(client: Any, erp_db: Any, t: Any, marker: str) -> Side:
         for n in (1, 2)
     ]
     ok(client.post(f"{API}/channels/accounts/{channel_accounts[1]['id']}/deactivate", headers=h))
+    # orders: four manual orders taken to "reserved", and a review rule
+    orders = [
+        ok(
+            client.post(
+                f"{API}/oms/orders",
+                json={
+                    "number": f"{marker}-SO-{n}",
+                    "buyer": f"{marker} buyer",
+                    "receiver_name": "王芳",
+                    "receiver_phone": "13800000000",
+                    "province": "浙江省",
+                    "city": "杭州市",
+                    "district": "西湖区",
+                    "address": f"文三路{n}号",
+                    "lines": [{"sku": "ISO-TEA", "quantity": "1", "unit_price": "9.90"}],
+                },
+                headers=h,
+            )
+        )
+        for n in (1, 2, 3, 4)
+    ]
+    ok(
+        client.post(
+            f"{API}/oms/orders/process",
+            json={"order_ids": [o["id"] for o in orders]},
+            headers=h,
+        )
+    )
+    shipped_later = ok(client.get(f"{API}/oms/orders/{orders[1]['id']}", headers=h))
+    assert shipped_later["status"] == "reserved", shipped_later
+    rule = ok(
+        client.post(
+            f"{API}/oms/rules",
+            json={
+                "kind": "amount_over",
+                "params": {"amount": "500"},
+                "action": "tag",
+                "tag": "big",
+            },
+            headers=h,
+        )
+    )
     # the first id of each list is safe to change or delete (used by the positive control)
     side.ids = {
         "user_id": [staff["id"], owner["id"]],
@@ -293,6 +350,11 @@ def _populate(client: Any, erp_db: Any, t: Any, marker: str) -> Side:
         "move_to_complete": [drafts[1]["id"]],
         "move_to_reserve": [drafts[2]["id"]],
         "channel_account_id": [c["id"] for c in channel_accounts],
+        "order_id": [o["id"] for o in orders],
+        "order_to_hold": [orders[2]["id"]],
+        "order_to_cancel": [orders[3]["id"]],
+        "parcel_id": [p["id"] for p in shipped_later["parcels"]],
+        "rule_id": [rule["id"]],
     }
     side.emails = [t.email, staff_email]
     with erp_db.session(t.id) as s:

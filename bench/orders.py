@@ -1,0 +1,217 @@
+"""The order pipeline's throughput: ingest (de-dup) → review → route → reserve → ship → write
+back → ledger, on N normalized channel orders of 3 lines.
+
+    python bench/orders.py --n 1000 --mode batch [--db URL] [--page 100]
+
+``batch`` takes orders the way a sync or a backfill delivers them: pages of ``--page`` orders,
+each page one transaction per stage. ``single`` takes one order per transaction, as pushed
+messages arrive. Write-back goes to the Tmall sandbox served on loopback in this process (the
+connector signs every call and the sandbox verifies it). Prints per-stage seconds and one line::
+
+    RESULT bench=orders mode=batch n=1000 db=sqlite seconds=S orders_per_s=X
+
+Without ``--db`` a fresh SQLite file in a temporary folder is used; a PostgreSQL URL must name a
+scratch database (the tenant it creates is left there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+
+def catalogue_codes() -> list[str]:
+    """Every merchant SKU code the sandbox's shop sells."""
+    from erp_connector_tmall.sandbox import CATALOGUE
+
+    return sorted(
+        {c for _, outer, _, _, skus in CATALOGUE for c in ([k[1] for k in skus] or [outer])}
+    )
+
+
+class Stages:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+
+def setup(url: str, var_dir: str, box: Any) -> tuple[Any, Any, Any, int, int]:
+    from erp_oms.models import WarehouseRoute
+
+    from erp_core.channels import service as chsvc
+    from erp_core.channels.interfaces import TokenSet
+    from erp_core.db.migrate import upgrade
+    from erp_core.db.session import Database
+    from erp_core.inventory import service as inv
+    from erp_core.plugins.registry import PluginRegistry
+    from erp_core.settings import load_settings
+    from erp_core.tenancy.service import create_tenant, enable_plugin
+
+    # a key of its own: channel secrets are never stored under the default one on PostgreSQL
+    settings = load_settings(database_url=url, var_dir=var_dir, secret_key=secrets.token_hex(32))
+    registry = PluginRegistry.discover(settings.plugins or None)
+    db = Database(url)
+    db.registry = registry
+    upgrade(settings, registry, db.engine)
+    tag = secrets.token_hex(4)
+    with db.session() as s, s.begin():
+        tenant = create_tenant(s, f"bench-orders-{tag}", "Bench orders", registry=registry)
+        tid = tenant.id
+        for plugin in ("oms", "tmall"):
+            enable_plugin(s, registry, tenant, plugin, with_dependencies=True)
+    spec = box.account()
+    with db.tenant_session(tid) as s:
+        hz = inv.create_warehouse(s, code="HZ", name="杭州仓")
+        bj = inv.create_warehouse(s, code="BJ", name="北京仓")
+        for code in catalogue_codes():
+            inv.create_sku(s, code=code, name=code)
+            inv.receive(s, code, 10**7, warehouse=hz, unit_cost=Decimal("10.00"))
+            inv.receive(s, code, 10**7, warehouse=bj, unit_cost=Decimal("11.00"))
+        s.add(WarehouseRoute(warehouse_id=hz.id, priority=10, regions=["浙江省", "上海市"]))
+        s.add(WarehouseRoute(warehouse_id=bj.id, priority=20, regions=[]))
+        acc = chsvc.create_account(
+            s,
+            registry,
+            settings,
+            connector="tmall",
+            shop_id=spec.shop_id,
+            name="Bench shop",
+            app_key=spec.app_key,
+            config=dict(spec.config),
+            secrets=dict(spec.secrets),
+        )
+        chsvc.set_tokens(s, settings, acc, TokenSet(access_token=spec.access_token or ""))
+        account_id = acc.id
+    return db, registry, settings, tid, account_id
+
+
+def orders(box: Any, channel: Any, n: int) -> list[Any]:
+    """N paid orders of 3 lines created at the sandbox, fetched through the connector as a sync
+    would (setup, not timed): the normalized orders the pipeline starts from."""
+    from erp_core.channels.interfaces import Cursor, Window
+
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    start = end - timedelta(hours=20)
+    step = (end - start) / max(n, 1)
+    for i in range(n):
+        box.order_with_status("WAIT_SELLER_SEND_GOODS", at=start + step * i, lines=3)
+    out: dict[str, Any] = {}
+    cursor: Any = Cursor(window=Window(start=start, end=end + timedelta(seconds=1)))
+    while cursor is not None:
+        page = channel.fetch_orders(cursor)
+        for o in page.items:
+            out[o.order_id] = o
+        cursor = page.next
+    return sorted(out.values(), key=lambda o: (o.modified_at, o.order_id))
+
+
+def run(
+    db: Any,
+    registry: Any,
+    settings: Any,
+    tid: int,
+    account_id: int,
+    batch: list[Any],
+    st: Stages,
+    channel: Any,
+) -> int:
+    from erp_oms import service as svc
+    from erp_oms.models import Parcel
+    from sqlalchemy import select
+
+    from erp_core.channels.sync import record_version
+
+    with db.tenant_session(tid) as s:
+        hooks = svc.hooks_of(s)
+        with st.stage("ingest"):
+            ids = []
+            for o in batch:
+                if record_version(s, account_id, o) in ("new", "changed"):
+                    ids.append(svc.ingest(s, account_id, "tmall", o).id)
+            s.flush()
+        with st.stage("review+route+reserve"):
+            res = svc.process(s, order_ids=ids, hooks=hooks, limit=len(ids) or 1)
+        with st.stage("ship+ledger"):
+            parcels = list(
+                s.scalars(
+                    select(Parcel).where(Parcel.order_id.in_(ids), Parcel.state == "reserved")
+                )
+            )
+            for p in parcels:
+                svc.ship(s, p, tracking_no=f"SF{p.id:010d}", courier_code="SF", hooks=hooks)
+    with db.tenant_session(tid) as s, st.stage("write-back"):
+        for p in s.scalars(select(Parcel).where(Parcel.writeback == "pending")):
+            svc.writeback(s, p, channel)
+    return res.reserved
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--mode", choices=("batch", "single"), default="batch")
+    ap.add_argument("--page", type=int, default=100, help="orders per transaction in batch mode")
+    ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("erp_core.channels.http").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    from erp_connector_tmall.channel import TmallChannel
+    from erp_connector_tmall.sandbox import TmallSandbox
+
+    from erp_core.channels import service as chsvc
+    from erp_core.channels.models import ChannelAccount
+    from erp_core.testing.sandbox import running
+
+    with tempfile.TemporaryDirectory() as tmp, running(TmallSandbox(seed=5)) as box:
+        url = args.db or f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
+        db, registry, settings, tid, account_id = setup(url, tmp, box)
+        with db.tenant_session(tid) as s:
+            account = s.get(ChannelAccount, account_id)
+            # the sandbox is local: no platform QPS limit to honour
+            channel = TmallChannel(chsvc.account_context(s, account, settings), limiter=False)
+        todo = orders(box, channel, args.n)
+        st = Stages()
+        size = args.page if args.mode == "batch" else 1
+        t0 = time.perf_counter()
+        reserved = 0
+        for i in range(0, len(todo), size):
+            reserved += run(
+                db, registry, settings, tid, account_id, todo[i : i + size], st, channel
+            )
+        seconds = time.perf_counter() - t0
+        kind = db.engine.dialect.name
+        if reserved != args.n:
+            print(f"only {reserved} of {args.n} orders were reserved", file=sys.stderr)
+            return 1
+        for name, secs in st.seconds.items():
+            print(f"stage {name}: {secs:.2f} s ({secs / args.n * 1000:.2f} ms/order)")
+        print(f"ship-back calls accepted by the sandbox: {len(box.shipments())}")
+        print(
+            f"RESULT bench=orders mode={args.mode} n={args.n} db={kind} seconds={seconds:.2f} "
+            f"orders_per_s={args.n / seconds:.1f}"
+        )
+        db.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

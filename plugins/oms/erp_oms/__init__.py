@@ -1,0 +1,1 @@
+"""Order management (OMS): the hub every order of every channel goes through."""

@@ -1,0 +1,1067 @@
+"""The order pipeline: ingest → review → route (split, merge) → reserve → ship → write back.
+
+Every function works in the caller's session, bound to one tenant, and never commits; each
+step is idempotent and leaves the order in a state the next step (or a person) picks up, so a
+crash between steps loses nothing and a retried step does nothing twice. Stock goes through the
+kernel inventory (reservations that never oversell), money through the kernel ledger
+(idempotent entries), platforms through the connectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
+from erp_core.channels.types import Order as ChannelOrder
+from erp_core.db.base import utcnow
+from erp_core.db.session import session_tenant
+from erp_core.db.types import Quantity
+from erp_core.inventory import service as inv
+from erp_core.inventory.errors import ShortageError
+from erp_core.inventory.models import Quant, Sku, Warehouse
+from erp_core.ledger.types import EntryDraft, PostingDraft
+from erp_oms import review as rv
+from erp_oms import routing as rt
+from erp_oms.models import (
+    OPEN_STATES,
+    Blacklist,
+    CourierRate,
+    Event,
+    Order,
+    OrderLine,
+    Parcel,
+    ParcelLine,
+    ReviewRule,
+    Setting,
+    SkuMap,
+    SkuProfile,
+    WarehouseRoute,
+)
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+#: Orders the pipeline takes from "new": paid at the platform (or manual).
+PROCESSABLE = frozenset({OrderStatus.PAID.value, ""})
+#: Platform states that close an order that has not shipped.
+CLOSING = frozenset({OrderStatus.CLOSED.value, OrderStatus.CANCELLED.value})
+#: Refund states that stop an unshipped order, and those that end the stop.
+REFUND_OPEN = frozenset(
+    {RefundStatus.REQUESTED, RefundStatus.WAITING_RETURN, RefundStatus.RETURNED}
+)
+REFUND_OVER = frozenset({RefundStatus.REFUSED, RefundStatus.CLOSED})
+#: Write-back retry delays (seconds) by attempt; the last one repeats.
+WRITEBACK_DELAYS = (30, 120, 600, 1800, 3600)
+
+
+class OmsError(ValueError):
+    """A request the OMS refuses (wrong state, unknown order ...); the message says why."""
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _tid(session: Session) -> int:
+    tid = session_tenant(session)
+    if tid is None:
+        raise OmsError("no tenant bound to the session")
+    return tid
+
+
+def event(
+    session: Session,
+    order: Order,
+    kind: str,
+    message: str = "",
+    *,
+    actor: str = "",
+    **data: Any,
+) -> None:
+    session.add(Event(order_id=order.id, kind=kind, message=message, data=data, actor=actor))
+
+
+def settings_of(session: Session) -> Setting:
+    row = session.scalar(select(Setting))
+    if row is None:
+        row = Setting()
+        session.add(row)
+        session.flush()
+    return row
+
+
+def hooks_of(session: Session, hooks: Any = None) -> Any:
+    """The tenant's hooks (inventory and ledger calls must get them: the cost of goods sold
+    is posted and the stock push triggered through them)."""
+    if hooks is not None:
+        return hooks
+    from erp_core.tenancy.service import tenant_hooks
+
+    return tenant_hooks(session)
+
+
+def buyer_key(buyer_id: str, buyer_nick: str) -> str:
+    return (buyer_id or buyer_nick).strip().casefold()[:160]
+
+
+def _money(value: Decimal) -> Decimal:
+    return Decimal(value).quantize(CENT)
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+
+def _sku_ids(session: Session, account_id: int | None, codes: Iterable[str]) -> dict[str, int]:
+    """Merchant SKU code -> kernel SKU id: the shop's mapping, the tenant's, then the code."""
+    codes = {c for c in codes if c}
+    if not codes:
+        return {}
+    found: dict[str, int] = {}
+    maps = session.execute(
+        select(SkuMap.merchant_sku, SkuMap.sku_id, SkuMap.channel_account_id).where(
+            SkuMap.merchant_sku.in_(codes)
+        )
+    ).all()
+    for code, sku_id, acc in sorted(maps, key=lambda r: r[2] is None):  # shop's first
+        if acc in (None, account_id):
+            found.setdefault(code, sku_id)
+    rest = codes - set(found)
+    if rest:
+        for code, sku_id in session.execute(
+            select(Sku.code, Sku.id).where(Sku.code.in_(rest), Sku.active.is_(True))
+        ):
+            found[code] = sku_id
+    return found
+
+
+def _address_key(o: Order) -> str:
+    return rt.address_key(
+        o.province, o.city, o.district, o.address, o.receiver_name, o.receiver_phone
+    )[:400]
+
+
+def ingest(session: Session, account_id: int | None, connector: str, order: ChannelOrder) -> Order:
+    """Store a platform order, or bring the stored one up to date (never a second record)."""
+    row = session.scalar(
+        select(Order).where(
+            Order.channel_account_id == account_id, Order.platform_order_id == order.order_id
+        )
+    )
+    if row is None:
+        return _create(session, account_id, connector, order)
+    if row.platform_modified_at is not None and order.modified_at < _aware(
+        row.platform_modified_at
+    ):
+        return row  # an older version: the stored one is newer
+    _update(session, row, order)
+    return row
+
+
+def _aware(when: datetime) -> datetime:
+    from datetime import UTC
+
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _fill(row: Order, order: ChannelOrder) -> None:
+    rcv = order.receiver
+    row.platform_status = order.status.value
+    row.raw_status = order.raw_status[:64]
+    row.platform_modified_at = order.modified_at
+    row.buyer_id = order.buyer_id[:128]
+    row.buyer_nick = order.buyer_nick[:128]
+    row.buyer_key = buyer_key(order.buyer_id, order.buyer_nick)
+    row.buyer_note = order.buyer_note
+    row.seller_memo = order.seller_memo
+    if rcv is not None and row.status in OPEN_STATES:
+        row.receiver_name, row.receiver_phone = rcv.name[:128], rcv.phone[:64]
+        row.province, row.city, row.district = rcv.province[:64], rcv.city[:64], rcv.district[:64]
+        row.address, row.postcode = rcv.detail[:400], rcv.postcode[:16]
+    row.address_key = _address_key(row)
+    row.currency = order.currency
+    row.shipping_fee = order.shipping_fee
+    row.platform_discount = order.platform_discount
+    row.merchant_discount = order.merchant_discount
+    row.total_paid = order.total_paid
+    row.goods_total = sum((ln.unit_price * ln.quantity for ln in order.lines), ZERO)
+    row.ordered_at = order.created_at
+    row.paid_at = order.paid_at
+    row.updated_at = utcnow()
+
+
+def _create(session: Session, account_id: int | None, connector: str, order: ChannelOrder) -> Order:
+    row = Order(
+        channel_account_id=account_id,
+        connector=connector,
+        platform_order_id=order.order_id,
+        source="channel" if account_id is not None else "manual",
+        status="new",
+        tags=[],
+    )
+    _fill(row, order)
+    session.add(row)
+    session.flush()
+    skus = _sku_ids(session, account_id, (ln.merchant_sku for ln in order.lines))
+    for ln in order.lines:
+        session.add(
+            OrderLine(
+                order_id=row.id,
+                line_id=ln.line_id,
+                platform_sku_id=ln.platform_sku_id,
+                merchant_sku=ln.merchant_sku,
+                sku_id=skus.get(ln.merchant_sku),
+                title=ln.title[:400],
+                quantity=Decimal(ln.quantity),
+                unit_price=ln.unit_price,
+                platform_discount=ln.platform_discount,
+                merchant_discount=ln.merchant_discount,
+                paid=ln.paid,
+                refund_status=ln.refund_status.value,
+            )
+        )
+    event(
+        session,
+        row,
+        "received",
+        f"{order.raw_status} ({order.status.value})",
+        platform_status=order.status.value,
+    )
+    if order.status.value in CLOSING:
+        row.status = "cancelled"
+        event(session, row, "cancelled", "closed at the platform before it reached us")
+    elif order.status in (OrderStatus.SHIPPED, OrderStatus.COMPLETED):
+        row.status = "completed" if order.status is OrderStatus.COMPLETED else "shipped"
+        event(session, row, "shipped", "shipped outside the ERP (as the platform reports it)")
+    return row
+
+
+def _update(session: Session, row: Order, order: ChannelOrder) -> None:
+    before = row.platform_status
+    _fill(row, order)
+    lines = {
+        ln.line_id: ln
+        for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == row.id))
+    }
+    for ln in order.lines:
+        mine = lines.get(ln.line_id)
+        if mine is not None:
+            mine.refund_status = ln.refund_status.value
+    if before != row.platform_status:
+        event(
+            session,
+            row,
+            "platform",
+            f"{before or '-'} → {row.platform_status} ({order.raw_status})",
+            platform_status=row.platform_status,
+        )
+    if row.platform_status in CLOSING and row.status in OPEN_STATES:
+        cancel(session, row, "closed at the platform")
+    elif row.platform_status == OrderStatus.COMPLETED.value and row.status == "shipped":
+        row.status = "completed"
+        event(session, row, "completed", "the buyer received it")
+    refunding = any(
+        LineRefundStatus(ln.refund_status)
+        in (LineRefundStatus.REQUESTED, LineRefundStatus.WAITING_RETURN)
+        for ln in order.lines
+    )
+    if refunding and row.status in OPEN_STATES and row.hold_code != "refund":
+        intercept(session, row, "a refund was requested on a line before shipping")
+
+
+# --- refunds -------------------------------------------------------------------------------------
+
+
+def on_refund(session: Session, account_id: int, refund: Refund) -> Order | None:
+    """A refund from the platform: stop the order if it has not shipped, hand it to
+    after-sales if it has. Returns the order (None: not in the pool)."""
+    row = session.scalar(
+        select(Order).where(
+            Order.channel_account_id == account_id, Order.platform_order_id == refund.order_id
+        )
+    )
+    if row is None:
+        return None
+    row.refund_state = refund.status.value
+    if row.status in OPEN_STATES:
+        if refund.status in REFUND_OPEN and row.hold_code != "refund":
+            intercept(session, row, f"refund {refund.refund_id} requested before shipping")
+        elif refund.status is RefundStatus.REFUNDED:
+            cancel(session, row, f"refund {refund.refund_id} paid before shipping")
+        elif refund.status in REFUND_OVER and row.hold_code == "refund":
+            row.status, row.hold_code, row.hold_reason = "new", "", ""
+            event(session, row, "released", f"refund {refund.refund_id} {refund.status.value}")
+    else:
+        event(
+            session,
+            row,
+            "refund",
+            f"refund {refund.refund_id} {refund.status.value} after shipping: after-sales",
+            refund_id=refund.refund_id,
+        )
+        caller = getattr(hooks_of(session), "oms_refund_after_shipment", None)
+        if caller is not None:
+            caller(session=session, tenant_id=_tid(session), order_id=row.id, refund=refund)
+    return row
+
+
+def _drop_parcels(session: Session, row: Order) -> None:
+    """Cancel the order's unshipped parcels and give their reserved stock back."""
+    parcels = list(
+        session.scalars(
+            select(Parcel).where(
+                Parcel.order_id == row.id, Parcel.state.in_(("planned", "reserved"))
+            )
+        )
+    )
+    for p in parcels:
+        moves = [
+            m
+            for pl in session.scalars(select(ParcelLine).where(ParcelLine.parcel_id == p.id))
+            for m in pl.move_ids
+        ]
+        if moves:
+            inv.cancel(session, moves, hooks=hooks_of(session))
+        p.state = "cancelled"
+
+
+def intercept(session: Session, row: Order, why: str) -> None:
+    """Stop an unshipped order for a refund: release its stock, cancel its pick, hold it."""
+    _drop_parcels(session, row)
+    row.status, row.hold_code, row.hold_reason = "held", "refund", why
+    row.updated_at = utcnow()
+    event(session, row, "intercepted", why)
+
+
+def cancel(session: Session, row: Order, why: str, *, actor: str = "") -> None:
+    if row.status not in OPEN_STATES:
+        raise OmsError(f"order {row.id} is {row.status}; only unshipped orders can be cancelled")
+    _drop_parcels(session, row)
+    row.status = "cancelled"
+    row.updated_at = utcnow()
+    event(session, row, "cancelled", why, actor=actor)
+
+
+# --- review --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    """What review and routing ask about stock, blacklists and other orders (loaded in bulk)."""
+
+    stock: dict[tuple[int, int], Decimal] = field(default_factory=dict)  # (sku, wh) -> avail
+    black: set[tuple[str, str]] = field(default_factory=set)
+    similar: dict[int, list[int]] = field(default_factory=dict)
+
+    def available(self, sku_id: int) -> Decimal:
+        return sum((q for (s, _), q in self.stock.items() if s == sku_id), ZERO)
+
+    def blacklisted(self, kind: str, value: str) -> bool:
+        return (kind, value) in self.black
+
+    def similar_orders(self, order: rv.ReviewOrder) -> Sequence[int]:
+        return self.similar.get(order.order_id, [])
+
+
+def stock_by_warehouse(session: Session, sku_ids: Iterable[int]) -> dict[tuple[int, int], Decimal]:
+    ids = sorted(set(sku_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(
+            Quant.sku_id,
+            Quant.warehouse_id,
+            func.sum(Quant.quantity - Quant.reserved, type_=Quantity),
+        )
+        .where(Quant.sku_id.in_(ids), Quant.warehouse_id.is_not(None))
+        .group_by(Quant.sku_id, Quant.warehouse_id)
+    ).all()
+    return {(s, w): Decimal(q or 0) for s, w, q in rows if w is not None}
+
+
+def _context(
+    session: Session, orders: Sequence[Order], lines: Mapping[int, list[OrderLine]]
+) -> _Ctx:
+    ctx = _Ctx()
+    ctx.stock = stock_by_warehouse(
+        session, (ln.sku_id for ls in lines.values() for ln in ls if ln.sku_id is not None)
+    )
+    ctx.black = {(k, v) for k, v in session.execute(select(Blacklist.kind, Blacklist.value))}
+    keys = {(o.channel_account_id, o.buyer_key, o.address_key) for o in orders if o.buyer_key}
+    if keys:
+        buyers = {k[1] for k in keys}
+        others = session.execute(
+            select(Order.id, Order.channel_account_id, Order.buyer_key, Order.address_key).where(
+                Order.buyer_key.in_(buyers), Order.status.in_(sorted(OPEN_STATES))
+            )
+        ).all()
+        by_key: dict[tuple[Any, str, str], list[int]] = defaultdict(list)
+        for oid, acc, bk, ak in others:
+            by_key[(acc, bk, ak)].append(oid)
+        for o in orders:
+            ctx.similar[o.id] = [
+                x
+                for x in by_key.get((o.channel_account_id, o.buyer_key, o.address_key), [])
+                if x != o.id
+            ]
+    return ctx
+
+
+def rules_of(session: Session) -> list[rv.Rule]:
+    return [
+        rv.Rule(
+            id=r.id,
+            kind=r.kind,
+            params=dict(r.params or {}),
+            action=r.action,  # type: ignore[arg-type]
+            reason=r.reason,
+            tag=r.tag,
+            active=r.active,
+        )
+        for r in session.scalars(select(ReviewRule).order_by(ReviewRule.position, ReviewRule.id))
+    ]
+
+
+def extra_rule_types(hooks: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    caller = getattr(hooks, "oms_review_rule_types", None)
+    if caller is None:
+        return out
+    for group in caller():
+        for t in group or ():
+            if t.kind in rv.BUILTIN_TYPES or t.kind in out:
+                log.warning("review rule type %r is already defined; ignored", t.kind)
+                continue
+            out[t.kind] = t
+    return out
+
+
+def extra_strategies(hooks: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    caller = getattr(hooks, "oms_routing_strategies", None)
+    if caller is None:
+        return out
+    for group in caller():
+        for s in group or ():
+            if s.name not in rt.BUILTIN_STRATEGIES:
+                out.setdefault(s.name, s)
+    return out
+
+
+def _review_order(o: Order, lines: list[OrderLine]) -> rv.ReviewOrder:
+    return rv.ReviewOrder(
+        order_id=o.id,
+        connector=o.connector,
+        channel_account_id=o.channel_account_id,
+        total_paid=o.total_paid,
+        buyer_id=o.buyer_id,
+        buyer_nick=o.buyer_nick,
+        receiver_name=o.receiver_name,
+        receiver_phone=o.receiver_phone,
+        province=o.province,
+        city=o.city,
+        district=o.district,
+        detail=o.address,
+        buyer_note=o.buyer_note,
+        seller_memo=o.seller_memo,
+        lines=tuple(
+            rv.ReviewLine(
+                line_id=ln.id, sku_id=ln.sku_id, merchant_sku=ln.merchant_sku, quantity=ln.quantity
+            )
+            for ln in lines
+        ),
+        created_at=o.ordered_at,
+    )
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What one :func:`process` call did, by outcome."""
+
+    reviewed: int = 0
+    held: int = 0
+    merged: int = 0
+    routed: int = 0
+    reserved: int = 0
+    shipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[OrderLine]]:
+    out: dict[int, list[OrderLine]] = defaultdict(list)
+    if order_ids:
+        for ln in session.scalars(
+            select(OrderLine).where(OrderLine.order_id.in_(order_ids)).order_by(OrderLine.id)
+        ):
+            out[ln.order_id].append(ln)
+    return out
+
+
+def hold(session: Session, row: Order, code: str, reason: str, *, actor: str = "") -> None:
+    row.status, row.hold_code, row.hold_reason = "held", code, reason[:2000]
+    row.updated_at = utcnow()
+    event(session, row, "held", reason, actor=actor, code=code)
+
+
+def process(
+    session: Session,
+    *,
+    order_ids: Sequence[int] | None = None,
+    hooks: Any = None,
+    limit: int = 500,
+    actor: str = "system",
+) -> Result:
+    """Take orders as far through the pipeline as they go: new → reviewed (or held) →
+    routed → reserved (→ shipped with ``auto_ship``). Orders named in ``order_ids`` are
+    taken whatever their state allows; otherwise up to ``limit`` waiting orders."""
+    hooks = hooks_of(session, hooks)
+    cfg = settings_of(session)
+    res = Result()
+    q = select(Order).where(Order.merged_into_id.is_(None))
+    if order_ids is not None:
+        q = q.where(Order.id.in_(list(order_ids)))
+    q = q.where(Order.status.in_(("new", "reviewed", "routed"))).order_by(Order.id).limit(limit)
+    orders = list(session.scalars(q))
+    if not orders:
+        return res
+    lines = _lines_of(session, [o.id for o in orders])
+    ctx = _context(session, orders, lines)
+    rules = rules_of(session)
+    types = extra_rule_types(hooks)
+
+    for o in orders:
+        if o.status != "new" or o.platform_status not in PROCESSABLE:
+            continue
+        out = rv.review(_review_order(o, lines[o.id]), rules, ctx, extra=types)
+        if out.tags:
+            o.tags = sorted(set(o.tags or []) | set(out.tags))
+        if out.action == "hold":
+            code = _hold_code(out, rules, lines[o.id])
+            hold(session, o, code, "; ".join(out.reasons), actor=actor)
+            res.held += 1
+            continue
+        o.status = "reviewed"
+        event(session, o, "reviewed", ", ".join(out.tags) or "passed", actor=actor)
+        res.reviewed += 1
+
+    ready = [o for o in orders if o.status == "reviewed"]
+    if cfg.merge_orders:
+        res.merged += _merge(session, ready, lines, actor)
+        ready = [o for o in ready if o.merged_into_id is None]
+    plan_input = _routing_input(session, ctx, lines)
+    strategies = extra_strategies(hooks)
+    for o in ready:
+        if _route(session, o, lines, plan_input, cfg, strategies, actor):
+            res.routed += 1
+    for o in [o for o in orders if o.status == "routed"]:
+        try:
+            with session.begin_nested():
+                reserve(session, o, hooks=hooks)
+            res.reserved += 1
+        except ShortageError as exc:
+            _drop_parcels(session, o)
+            hold(session, o, "stock", f"stock ran short while reserving: {exc}", actor=actor)
+            res.held += 1
+    if cfg.auto_ship:
+        for o in [o for o in orders if o.status == "reserved"]:
+            parcels = list(
+                session.scalars(
+                    select(Parcel).where(Parcel.order_id == o.id, Parcel.state == "reserved")
+                )
+            )
+            if any(not p.courier_code for p in parcels):
+                event(session, o, "waiting", "no courier rate matched: ship it by hand")
+                continue
+            for p in parcels:
+                ship(session, p, tracking_no=_auto_tracking(p), hooks=hooks, actor=actor)
+            res.shipped += 1
+    session.flush()
+    return res
+
+
+#: The exception queue's groups, by the kind of the rule that held an order.
+HOLD_CODES = {"address_invalid": "address", "stock_short": "stock"}
+
+
+def _hold_code(out: rv.Outcome, rules: Sequence[rv.Rule], lines: Sequence[OrderLine]) -> str:
+    if any(ln.sku_id is None for ln in lines):
+        return "sku_unmapped"
+    kinds = {r.id: r.kind for r in rules}
+    for rule_id in out.matched:
+        code = HOLD_CODES.get(kinds.get(rule_id, ""))
+        if code:
+            return code
+    return "review"
+
+
+def _auto_tracking(p: Parcel) -> str:
+    return f"{(p.courier_code or 'EXP')[:4]}{p.id:010d}"
+
+
+def _merge(
+    session: Session, ready: list[Order], lines: dict[int, list[OrderLine]], actor: str
+) -> int:
+    """Merge reviewed orders of the same shop, buyer and address into the oldest one: they
+    then ship together, in that order's parcels."""
+    if len(ready) < 2:
+        return 0
+    cands = [
+        rt.MergeCandidate(
+            order_id=o.id,
+            channel_account_id=o.channel_account_id,
+            buyer_key=o.buyer_key,
+            address_key=o.address_key,
+            status=o.status,
+            created_at=o.ordered_at,
+        )
+        for o in ready
+        if o.buyer_key and o.address_key
+    ]
+    by_id = {o.id: o for o in ready}
+    merged = 0
+    for group in rt.merge_groups(cands, mergeable_statuses=frozenset({"reviewed"})):
+        head = by_id[group[0]]
+        for oid in group[1:]:
+            other = by_id[oid]
+            other.merged_into_id = head.id
+            event(
+                session, other, "merged", f"merged into order {head.id}", actor=actor, into=head.id
+            )
+            event(
+                session,
+                head,
+                "merged",
+                f"order {other.id} merged into this one",
+                actor=actor,
+                merged=other.id,
+            )
+            lines[head.id] = lines[head.id] + lines[oid]
+            merged += 1
+    return merged
+
+
+@dataclass
+class _RoutingInput:
+    warehouses: list[tuple[WarehouseRoute | None, Warehouse]]
+    rates: list[rt.CourierRate]
+    weights: dict[int, Decimal]
+    default_weight: Decimal
+
+
+def _routing_input(
+    session: Session, ctx: _Ctx, lines: Mapping[int, list[OrderLine]]
+) -> _RoutingInput:
+    routes = {r.warehouse_id: r for r in session.scalars(select(WarehouseRoute))}
+    whs = [
+        (routes.get(w.id), w)
+        for w in session.scalars(select(Warehouse).where(Warehouse.active.is_(True)))
+    ]
+    rates = [
+        rt.CourierRate(
+            warehouse_id=r.warehouse_id,
+            courier_code=r.courier_code,
+            region=r.region,
+            first_kg=r.first_kg,
+            first_cost=r.first_cost,
+            extra_cost_per_kg=r.extra_cost_per_kg,
+            priority=r.priority,
+        )
+        for r in session.scalars(select(CourierRate))
+    ]
+    sku_ids = {ln.sku_id for ls in lines.values() for ln in ls if ln.sku_id is not None}
+    weights = {
+        p.sku_id: p.weight_kg
+        for p in session.scalars(select(SkuProfile).where(SkuProfile.sku_id.in_(sku_ids)))
+    }
+    return _RoutingInput(whs, rates, weights, settings_of(session).default_weight_kg)
+
+
+def _route(
+    session: Session,
+    o: Order,
+    lines: Mapping[int, list[OrderLine]],
+    inp: _RoutingInput,
+    cfg: Setting,
+    strategies: Mapping[str, Any],
+    actor: str,
+) -> bool:
+    mine = [
+        ln
+        for ln in lines[o.id]
+        if ln.sku_id is not None and ln.refund_status in ("none", "closed", "refused")
+    ]
+    if not mine:
+        hold(session, o, "review", "nothing left to ship", actor=actor)
+        return False
+    stock = stock_by_warehouse(session, (ln.sku_id for ln in mine if ln.sku_id is not None))
+    options = [
+        rt.WarehouseOption(
+            warehouse_id=w.id,
+            code=w.code,
+            priority=route.priority if route else 100,
+            regions=frozenset(route.regions if route else ()),
+            available={s: q for (s, wid), q in stock.items() if wid == w.id},
+            active=route.active if route else True,
+        )
+        for route, w in inp.warehouses
+    ]
+    plan = rt.route(
+        [
+            rt.RouteLine(
+                line_id=ln.id,
+                sku_id=ln.sku_id,  # type: ignore[arg-type]
+                quantity=ln.quantity,
+                weight_kg=inp.weights.get(ln.sku_id, inp.default_weight),  # type: ignore[arg-type]
+            )
+            for ln in mine
+        ],
+        o.province,
+        options,
+        inp.rates,
+        strategy=cfg.routing_strategy,
+        allow_split=cfg.allow_split,
+        strategies=strategies,
+    )
+    if isinstance(plan, rt.NoRoute):
+        hold(session, o, plan.reason_code, plan.reason, actor=actor)
+        return False
+    for parcel in plan.parcels:
+        p = Parcel(
+            order_id=o.id,
+            warehouse_id=parcel.warehouse_id,
+            courier_code=parcel.courier_code or "",
+            weight_kg=parcel.weight_kg,
+            shipping_cost=parcel.cost,
+            state="planned",
+        )
+        session.add(p)
+        session.flush()
+        for line_id, qty in parcel.lines:
+            session.add(
+                ParcelLine(parcel_id=p.id, order_line_id=line_id, quantity=qty, move_ids=[])
+            )
+    o.status = "routed"
+    o.updated_at = utcnow()
+    where = ", ".join(f"#{p.warehouse_id}/{p.courier_code or '-'}" for p in plan.parcels)
+    event(
+        session,
+        o,
+        "split" if plan.split else "routed",
+        f"{len(plan.parcels)} parcel(s): {where} ({plan.strategy})",
+        actor=actor,
+        notes=list(plan.notes),
+    )
+    return True
+
+
+def reserve(session: Session, o: Order, *, hooks: Any = None) -> None:
+    """Reserve the stock of every planned parcel of the order (all or nothing: a shortage
+    raises :class:`ShortageError` and the caller's savepoint undoes the parcel's part)."""
+    parcels = list(
+        session.scalars(select(Parcel).where(Parcel.order_id == o.id, Parcel.state == "planned"))
+    )
+    for p in parcels:
+        wh = session.get(Warehouse, p.warehouse_id)
+        assert wh is not None
+        for pl in session.scalars(select(ParcelLine).where(ParcelLine.parcel_id == p.id)):
+            line = session.get(OrderLine, pl.order_line_id)
+            assert line is not None and line.sku_id is not None
+            got = inv.reserve(
+                session,
+                line.sku_id,
+                pl.quantity,
+                warehouse=wh,
+                source=("oms_order", str(o.id)),
+                idempotency_key=f"oms:parcel-line:{pl.id}",
+                reference=o.platform_order_id,
+                hooks=hooks,
+            )
+            pl.move_ids = [x.move_id for x in got.lines]
+        p.state = "reserved"
+    o.status = "reserved"
+    o.updated_at = utcnow()
+    event(session, o, "reserved", f"{len(parcels)} parcel(s)")
+
+
+# --- people's actions ----------------------------------------------------------------------------
+
+
+def release(session: Session, orders: Sequence[Order], *, actor: str) -> list[str]:
+    """Release held orders a person checked: they skip the review and go on to routing.
+    Returns problems per order that could not be released (the rest are released)."""
+    problems = []
+    for o in orders:
+        if o.status != "held":
+            problems.append(f"order {o.id} is {o.status}, not held")
+            continue
+        unmapped = [
+            ln.merchant_sku
+            for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == o.id))
+            if ln.sku_id is None
+        ]
+        if unmapped:
+            problems.append(f"order {o.id}: map SKU {', '.join(sorted(set(unmapped)))} first")
+            continue
+        o.status, o.hold_code, o.hold_reason = "reviewed", "", ""
+        o.updated_at = utcnow()
+        event(session, o, "released", "released by a person", actor=actor)
+    return problems
+
+
+def map_sku(
+    session: Session, merchant_sku: str, sku_id: int, *, account_id: int | None, actor: str
+) -> int:
+    """Map a merchant SKU code to a kernel SKU (for one shop, or every shop) and fill every
+    unmapped line with that code. Returns the number of lines filled."""
+    if session.get(Sku, sku_id) is None:
+        raise OmsError(f"no SKU {sku_id}")
+    code = merchant_sku.strip()
+    if not code:
+        raise OmsError("the merchant SKU code is empty")
+    row = session.scalar(
+        select(SkuMap).where(SkuMap.channel_account_id == account_id, SkuMap.merchant_sku == code)
+    )
+    if row is None:
+        session.add(SkuMap(channel_account_id=account_id, merchant_sku=code, sku_id=sku_id))
+    else:
+        row.sku_id = sku_id
+    q = (
+        select(OrderLine, Order)
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(OrderLine.merchant_sku == code, OrderLine.sku_id.is_(None))
+    )
+    if account_id is not None:
+        q = q.where(Order.channel_account_id == account_id)
+    filled = 0
+    for line, order in session.execute(q):
+        line.sku_id = sku_id
+        filled += 1
+        event(session, order, "mapped", f"{code} → SKU {sku_id}", actor=actor)
+    session.flush()
+    return filled
+
+
+# --- shipping ------------------------------------------------------------------------------------
+
+
+def ship(
+    session: Session,
+    parcel: Parcel,
+    *,
+    tracking_no: str,
+    courier_code: str | None = None,
+    hooks: Any = None,
+    actor: str = "",
+) -> None:
+    """The parcel left the warehouse: its stock moves are done (the kernel posts the cost of
+    goods sold), the tracking number is queued for write-back, and when the order's last
+    parcel ships the order is shipped and its revenue posted."""
+    hooks = hooks_of(session, hooks)
+    tracking_no = tracking_no.strip()
+    if not tracking_no or len(tracking_no) > 64:
+        raise OmsError("a tracking number of 1 to 64 characters is needed")
+    if parcel.state == "shipped":
+        if parcel.tracking_no == tracking_no:
+            return
+        raise OmsError(f"parcel {parcel.id} already shipped with {parcel.tracking_no}")
+    if parcel.state != "reserved":
+        raise OmsError(f"parcel {parcel.id} is {parcel.state}; only reserved parcels ship")
+    if not (courier_code or "").strip() and not parcel.courier_code:
+        raise OmsError(
+            f"parcel {parcel.id} has no courier (no courier rate matched): give the courier code"
+        )
+    order = session.get(Order, parcel.order_id)
+    assert order is not None
+    pls = list(session.scalars(select(ParcelLine).where(ParcelLine.parcel_id == parcel.id)))
+    moves = [m for pl in pls for m in pl.move_ids]
+    inv.complete(
+        session,
+        moves,
+        hooks=hooks,
+        dimensions={
+            "channel": order.connector or "manual",
+            "store": str(order.channel_account_id or ""),
+            "order": order.platform_order_id,
+        },
+    )
+    parcel.tracking_no = tracking_no
+    if courier_code:
+        parcel.courier_code = courier_code.strip()[:32]
+    parcel.state = "shipped"
+    parcel.shipped_at = utcnow()
+    parcel.writeback = "pending" if order.channel_account_id is not None else "none"
+    parcel.writeback_next_at = utcnow() if parcel.writeback == "pending" else None
+    event(
+        session,
+        order,
+        "shipped",
+        f"parcel {parcel.id}: {parcel.courier_code} {tracking_no}",
+        actor=actor,
+        parcel=parcel.id,
+    )
+    left = session.scalar(
+        select(func.count())
+        .select_from(Parcel)
+        .where(Parcel.order_id == order.id, Parcel.state.in_(("planned", "reserved")))
+    )
+    if not left:
+        members = [order, *session.scalars(select(Order).where(Order.merged_into_id == order.id))]
+        for o in members:
+            o.status = "shipped"
+            o.shipped_at = utcnow()
+            o.updated_at = utcnow()
+            post_revenue(session, o)
+            if o is not order:
+                event(session, o, "shipped", f"with order {order.id}", actor=actor)
+        caller = getattr(hooks, "oms_order_shipped", None)
+        if caller is not None:
+            for o in members:
+                caller(session=session, tenant_id=_tid(session), order_id=o.id)
+    session.flush()
+
+
+def _local_date(session: Session, when: datetime) -> date:
+    from erp_core.tenancy.models import Tenant
+
+    tenant = session.get(Tenant, _tid(session))
+    zone = ZoneInfo((tenant.timezone if tenant else None) or "Asia/Shanghai")
+    return _aware(when).astimezone(zone).date()
+
+
+def post_revenue(session: Session, o: Order) -> None:
+    """The sale's entry, once per order (idempotent): receivable from the buyer and from the
+    platform (its discount), revenue per SKU line net of merchant discounts, shipping fee."""
+    from erp_core.ledger.service import get_mapping, post_entry
+
+    acc = get_mapping(session)
+    dims: dict[str, Any] = {
+        "channel": o.connector or "manual",
+        "store": str(o.channel_account_id or ""),
+        "order": o.platform_order_id,
+    }
+    postings: list[PostingDraft] = []
+
+    def add(account: str, amount: Decimal, memo: str, **extra: Any) -> None:
+        amount = _money(amount)
+        if amount != 0:
+            postings.append(
+                PostingDraft(account=account, amount=amount, memo=memo, **dims, **extra)
+            )
+
+    add(acc["receivable"], o.total_paid, "paid by the buyer")
+    add(acc["receivable"], o.platform_discount, "platform-funded discount")
+    line_discounts = ZERO
+    skus = {
+        s.id: s.code
+        for s in session.scalars(
+            select(Sku)
+            .join(OrderLine, OrderLine.sku_id == Sku.id)
+            .where(OrderLine.order_id == o.id)
+        )
+    }
+    gross = ZERO
+    for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == o.id)):
+        sku = skus.get(ln.sku_id) if ln.sku_id is not None else None
+        amount = _money(ln.unit_price * ln.quantity)
+        gross += amount
+        add(acc["revenue"], -amount, f"{ln.title[:60]} x {ln.quantity.normalize()}", sku=sku)
+        add(acc["sales_discount"], ln.merchant_discount, "merchant discount", sku=sku)
+        line_discounts += _money(ln.merchant_discount)
+    add(acc["sales_discount"], o.merchant_discount - line_discounts, "order discount")
+    add(acc["revenue"], -o.shipping_fee, "shipping fee")
+    total = sum((p.amount for p in postings), ZERO)
+    if total != 0:  # the platform's totals do not add up: keep the books balanced, visibly
+        add(acc["sales_discount"], -total, "difference in the platform's totals")
+    if not postings:
+        return
+    post_entry(
+        session,
+        EntryDraft(
+            date=_local_date(session, o.shipped_at or utcnow()),
+            narration=f"Sale {o.platform_order_id} ({o.connector or 'manual'})",
+            postings=tuple(postings),
+            idempotency_key=f"oms:order:{o.id}:revenue",
+            source_type="oms_order",
+            source_id=str(o.id),
+        ),
+    )
+
+
+# --- write-back ----------------------------------------------------------------------------------
+
+
+def due_writebacks(session: Session, *, limit: int = 100) -> list[Parcel]:
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(Parcel)
+            .where(
+                Parcel.writeback.in_(("pending", "failed")),
+                (Parcel.writeback_next_at.is_(None)) | (Parcel.writeback_next_at <= now),
+            )
+            .order_by(Parcel.id)
+            .limit(limit)
+        )
+    )
+
+
+def writeback(session: Session, parcel: Parcel, channel: Any) -> bool:
+    """Tell the platform the parcel shipped (every order it carries); True when accepted.
+    A refusal is kept on the parcel with the next attempt's time (see WRITEBACK_DELAYS)."""
+    from erp_core.channels.types import Shipment
+
+    order = session.get(Order, parcel.order_id)
+    assert order is not None
+    by_order: dict[int, list[str]] = defaultdict(list)
+    rows = session.execute(
+        select(OrderLine.order_id, OrderLine.line_id)
+        .join(ParcelLine, ParcelLine.order_line_id == OrderLine.id)
+        .where(ParcelLine.parcel_id == parcel.id)
+    ).all()
+    for oid, line_id in rows:
+        by_order[oid].append(line_id)
+    parcel.writeback_attempts += 1
+    try:
+        for oid, line_ids in sorted(by_order.items()):
+            target = session.get(Order, oid)
+            assert target is not None
+            all_lines = session.scalar(
+                select(func.count()).select_from(OrderLine).where(OrderLine.order_id == oid)
+            )
+            whole = len(line_ids) == all_lines
+            channel.ship(
+                Shipment(
+                    order_id=target.platform_order_id,
+                    line_ids=() if whole else tuple(sorted(line_ids)),
+                    tracking_no=parcel.tracking_no,
+                    courier_code=parcel.courier_code,
+                )
+            )
+    except Exception as exc:  # the platform refused or could not be reached: retry later
+        delay = WRITEBACK_DELAYS[min(parcel.writeback_attempts, len(WRITEBACK_DELAYS)) - 1]
+        parcel.writeback = "failed"
+        parcel.writeback_error = f"{type(exc).__name__}: {exc}"[:1000]
+        parcel.writeback_next_at = utcnow() + timedelta(seconds=delay)
+        event(session, order, "writeback_failed", parcel.writeback_error, parcel=parcel.id)
+        return False
+    parcel.writeback = "done"
+    parcel.writeback_error = ""
+    parcel.writeback_next_at = None
+    parcel.written_back_at = utcnow()
+    for oid in by_order:
+        target = session.get(Order, oid)
+        assert target is not None
+        event(session, target, "written_back", f"{parcel.courier_code} {parcel.tracking_no}")
+    return True

@@ -1,0 +1,60 @@
+"""Write-back of tracking numbers to the platforms, through the shops' connectors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from erp_core.channels import service as channels
+from erp_core.channels.interfaces import SalesChannel
+from erp_core.channels.models import ChannelAccount
+from erp_core.plugins.registry import PluginRegistry
+from erp_core.settings import Settings
+from erp_oms.models import Order
+from erp_oms.service import due_writebacks, writeback
+
+log = logging.getLogger(__name__)
+
+
+def channel_for(
+    session: Session, registry: PluginRegistry, settings: Settings, account_id: int
+) -> SalesChannel:
+    account = session.get(ChannelAccount, account_id)
+    if account is None:
+        raise LookupError(f"no channel account {account_id}")
+    cls = channels.connector_class(registry, account.connector)
+    if not issubclass(cls, SalesChannel):
+        raise TypeError(f"{account.connector} is not a sales channel")
+    return cls(channels.account_context(session, account, settings))
+
+
+def run_due(
+    session: Session, registry: PluginRegistry, settings: Settings, *, limit: int = 100
+) -> dict[str, int]:
+    """Write back every due parcel; one channel instance per shop."""
+    done = failed = 0
+    cache: dict[int, Any] = {}
+    for parcel in due_writebacks(session, limit=limit):
+        order = session.get(Order, parcel.order_id)
+        if order is None or order.channel_account_id is None:
+            parcel.writeback = "none"
+            continue
+        acc = order.channel_account_id
+        try:
+            if acc not in cache:
+                cache[acc] = channel_for(session, registry, settings, acc)
+        except Exception as exc:  # the account is gone or its connector is not installed
+            cache[acc] = None
+            log.warning("oms write-back: shop %s unusable: %s", acc, exc)
+        chan = cache[acc]
+        if chan is None:
+            failed += 1
+            continue
+        if writeback(session, parcel, chan):
+            done += 1
+        else:
+            failed += 1
+    session.flush()
+    return {"done": done, "failed": failed}

@@ -1,0 +1,230 @@
+"""The order pipeline end to end against the Tmall sandbox: sync → review → route → reserve →
+ship → write-back (checked at the sandbox) → ledger; refunds before shipping; oversell."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from erp_connector_tmall.sandbox import CATALOGUE, TmallSandbox
+from erp_oms import service as svc
+from erp_oms.models import Order, OrderLine, Parcel, ParcelLine, WarehouseRoute
+from erp_oms.writeback import run_due
+from sqlalchemy import func, select
+
+from erp_core.channels import service as chsvc
+from erp_core.channels import sync
+from erp_core.channels.interfaces import TokenSet
+from erp_core.inventory import service as inv
+from erp_core.ledger import service as ledger
+from erp_core.ledger.models import JournalEntry, Posting
+from erp_core.testing.sandbox import running
+
+D = Decimal
+CODES = sorted(
+    {code for _, outer, _, _, skus in CATALOGUE for code in ([s[1] for s in skus] or [outer])}
+)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[TmallSandbox]:
+    with running(TmallSandbox(seed=41)) as box:
+        yield box
+
+
+def _account(db: Any, registry: Any, settings: Any, tenant_id: int, box: TmallSandbox) -> int:
+    spec = box.account()
+    with db.tenant_session(tenant_id) as s:
+        acc = chsvc.create_account(
+            s,
+            registry,
+            settings,
+            connector="tmall",
+            shop_id=spec.shop_id,
+            name="天猫店",
+            app_key=spec.app_key,
+            config=dict(spec.config),
+            secrets=dict(spec.secrets),
+        )
+        chsvc.set_tokens(
+            s,
+            settings,
+            acc,
+            TokenSet(
+                access_token=spec.access_token or "",
+                expires_at=spec.token_expires_at,
+                refresh_token=spec.refresh_token,
+            ),
+        )
+        return acc.id
+
+
+@pytest.fixture
+def shop(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, make_tenant: Any, sandbox: TmallSandbox
+) -> dict[str, Any]:
+    t = make_tenant("oms-shop", plugins=("oms", "tmall"))
+    with erp_db.tenant_session(t.id) as s:
+        hz = inv.create_warehouse(s, code="HZ", name="杭州仓")
+        bj = inv.create_warehouse(s, code="BJ", name="北京仓")
+        for code in CODES:
+            inv.create_sku(s, code=code, name=code)
+            inv.receive(s, code, 50, warehouse=hz, unit_cost=D("10.00"))
+            inv.receive(s, code, 50, warehouse=bj, unit_cost=D("12.00"))
+        s.add(
+            WarehouseRoute(warehouse_id=hz.id, priority=10, regions=["浙江省", "江苏省", "上海市"])
+        )
+        s.add(WarehouseRoute(warehouse_id=bj.id, priority=20, regions=[]))
+    account_id = _account(erp_db, erp_registry, erp_settings, t.id, sandbox)
+    return {"tenant": t, "account_id": account_id}
+
+
+def _sync(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], **kw: Any
+) -> Any:
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    return sync.run(
+        erp_db,
+        erp_registry,
+        erp_settings,
+        shop["tenant"].id,
+        shop["account_id"],
+        kw.pop("stream", "orders"),
+        since=kw.pop("since", end - timedelta(days=2)),
+        until=end,
+        **kw,
+    )
+
+
+def test_orders_flow_from_the_sandbox_to_the_ledger_and_back(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    now = datetime.now(UTC)
+    paid = [
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=2)
+        for h in (3, 4, 5)
+    ]
+    unpaid = sandbox.order_with_status("WAIT_BUYER_PAY", at=now - timedelta(hours=6))
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        orders = {o.platform_order_id: o for o in s.scalars(select(Order))}
+        assert set(paid) | {unpaid} <= set(orders)
+        assert all(orders[p].status == "new" for p in [*paid, unpaid])
+        res = svc.process(s)
+        assert res.reserved == 3 and res.held == 0, res
+        assert orders[unpaid].status == "new"  # waits for the payment
+    # the same orders again (a re-sync): nothing duplicated, nothing processed twice
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    with erp_db.tenant_session(tid) as s:
+        assert s.scalar(select(func.count()).select_from(Order)) == len(orders)
+        assert svc.process(s).reserved == 0
+        parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
+        assert len(parcels) >= 3
+        for n, p in enumerate(parcels):
+            svc.ship(s, p, tracking_no=f"SF{n:010d}", courier_code="SF")
+        assert {
+            o.status for o in s.scalars(select(Order).where(Order.platform_order_id.in_(paid)))
+        } == {"shipped"}
+        out = run_due(s, erp_registry, erp_settings)
+        assert out == {"done": len(parcels), "failed": 0}
+    # the sandbox received signed ship-back calls with our tracking numbers
+    shipped = {x["order_id"]: x["tracking_no"] for x in sandbox.shipments()}
+    assert set(paid) <= set(shipped)
+    with erp_db.tenant_session(tid) as s:
+        rows = ledger.trial_balance(s)
+        assert sum((r.balance_base for r in rows), D(0)) == 0
+        entries = list(
+            s.scalars(
+                select(JournalEntry).where(
+                    JournalEntry.source_type == "oms_order",
+                    JournalEntry.idempotency_key.like("oms:order:%:revenue"),
+                )
+            )
+        )
+        assert len(entries) == 3
+        for e in entries:
+            postings = list(s.scalars(select(Posting).where(Posting.entry_id == e.id)))
+            assert sum((p.amount for p in postings), D(0)) == 0
+            assert {p.channel for p in postings} == {"tmall"}
+            assert {p.store for p in postings} == {str(shop["account_id"])}
+        from erp_core.ledger.models import Account
+
+        cogs = s.scalars(
+            select(Posting)
+            .join(Account, Account.id == Posting.account_id)
+            .where(Account.code == "5401")
+        ).all()
+        assert cogs and all(p.channel == "tmall" and p.order_ref in paid for p in cogs)
+        # the platform confirms the shipment on the next sync: nothing changes but the status
+        for pid in paid:
+            assert s.scalar(select(Order.status).where(Order.platform_order_id == pid)) == "shipped"
+
+
+def test_refund_before_shipping_stops_the_order_and_frees_the_stock(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    now = datetime.now(UTC)
+    tid_ = sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=3))
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        svc.process(s)
+        order = s.scalar(select(Order).where(Order.platform_order_id == tid_))
+        assert order is not None and order.status == "reserved"
+        moves = [m for pl in s.scalars(select(ParcelLine)) for m in pl.move_ids]
+        assert moves and all(inv.get_move(s, m).state == "reserved" for m in moves)
+    sandbox.request_refund(tid_, at=now - timedelta(hours=1))
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    _sync(erp_db, erp_registry, erp_settings, shop, stream="refunds")
+    with erp_db.tenant_session(tid) as s:
+        order = s.scalar(select(Order).where(Order.platform_order_id == tid_))
+        assert order is not None
+        assert (order.status, order.hold_code) == ("held", "refund")
+        assert all(inv.get_move(s, m).state == "cancelled" for m in moves)
+        assert svc.process(s).reserved == 0  # a held order stays put
+
+
+def test_two_shops_never_oversell_the_last_units(
+    erp_db: Any,
+    erp_registry: Any,
+    erp_settings: Any,
+    shop: dict[str, Any],
+    sandbox: TmallSandbox,
+) -> None:
+    tid = shop["tenant"].id
+    with running(TmallSandbox(seed=42)) as other:
+        second = _account(erp_db, erp_registry, erp_settings, tid, other)
+        now = datetime.now(UTC)
+        for box in (sandbox, other):
+            for h in range(4):
+                box.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h + 2))
+        _sync(erp_db, erp_registry, erp_settings, shop)
+        _sync(erp_db, erp_registry, erp_settings, {**shop, "account_id": second})
+    with erp_db.tenant_session(tid) as s:
+        # leave only a few units of everything
+        for code in CODES:
+            for wh in ("HZ", "BJ"):
+                level = inv.stock_levels(s, sku=code, warehouse=wh)
+                on_hand = sum((r.on_hand for r in level), D(0))
+                if on_hand > 1:
+                    loc = inv.warehouse_stock_location(s, wh)
+                    inv.scrap(s, code, on_hand - 1, location=loc)
+        svc.process(s)
+        lines = s.execute(
+            select(OrderLine.sku_id, func.sum(ParcelLine.quantity))
+            .join(ParcelLine, ParcelLine.order_line_id == OrderLine.id)
+            .join(Parcel, Parcel.id == ParcelLine.parcel_id)
+            .where(Parcel.state == "reserved")
+            .group_by(OrderLine.sku_id)
+        ).all()
+        for _sku, qty in lines:
+            assert qty <= 2  # one unit left in each of the two warehouses
+        held = s.scalars(select(Order).where(Order.status == "held")).all()
+        assert held and all(o.hold_code in ("stock", "no_stock", "review") for o in held)
+        for code in CODES:
+            for r in inv.stock_levels(s, sku=code):
+                assert r.available >= 0
