@@ -247,7 +247,12 @@ def _create(session: Session, account_id: int | None, connector: str, order: Cha
 
 def _update(session: Session, row: Order, order: ChannelOrder) -> None:
     before = row.platform_status
+    address_before = row.address_key
     _fill(row, order)
+    if row.status == "held" and row.hold_code == "address" and row.address_key != address_before:
+        # the buyer corrected the address at the platform: review it again
+        row.status, row.hold_code, row.hold_reason = "new", "", ""
+        event(session, row, "address", "changed at the platform: reviewed again")
     lines = {
         ln.line_id: ln
         for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == row.id))

@@ -4,7 +4,7 @@ shipping and the books; rules and settings refuse bad input; channel stock push.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -431,3 +431,29 @@ def test_csv_import_is_all_or_nothing(client: Any, acme: Any, erp_db: Any):
     assert {o["source"] for o in made} == {"import"}
     im1 = next(o for o in made if o["platform_order_id"] == "IM-1")
     assert D(im1["total_paid"]) == D("56.00")  # 10 + 2 x 20 + shipping 6
+
+
+def test_an_address_corrected_at_the_platform_is_reviewed_again(acme: Any, erp_db: Any):
+    import dataclasses
+
+    with erp_db.tenant_session(acme.id) as s:
+        bad = _platform_order("P-30", "CUP", qty=1)
+        assert bad.receiver is not None
+        bad = dataclasses.replace(
+            bad, receiver=dataclasses.replace(bad.receiver, city="广州市", district="天河区")
+        )
+        order = svc.ingest(s, None, "", bad)
+        svc.process(s)
+        assert (order.status, order.hold_code) == ("held", "address")
+        # the same version again changes nothing
+        svc.ingest(s, None, "", bad)
+        assert order.status == "held"
+        fixed = dataclasses.replace(
+            bad,
+            receiver=dataclasses.replace(bad.receiver, city="杭州市", district="余杭区"),
+            modified_at=bad.modified_at + timedelta(minutes=1),
+        )
+        svc.ingest(s, None, "", fixed)
+        assert order.status == "new"
+        svc.process(s)
+        assert order.status == "reserved"
