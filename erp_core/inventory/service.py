@@ -1141,44 +1141,15 @@ def reserve(
     )
 
 
-#: PostgreSQL: the whole reservation from one quant in one statement (look-up, conditional
-#: update, move insert), so that the quant's row lock is held only from it to COMMIT. Only
-#: when the oldest quant with stock (FIFO) can serve it all; the rest goes the general way. Values
-#: are raw scaled integers (``Quantity``); the result has the look-up even when nothing was
-#: taken (``move_id`` NULL: the caller goes on with the general statements).
+#: PostgreSQL: the whole single-quant reservation in one round trip, through the function made
+#: by migration c0000006 (see there): the move is inserted first and the hot quant's row lock is
+#: taken last, so that it is held only from that update to COMMIT. Values are raw scaled
+#: integers (``Quantity``). A row without ``move_id``: not served here, nothing written.
 _PG_RESERVE_ONE = text(
-    """
-WITH s AS (
-    SELECT k.id AS sku_id, k.decimals, k.tracking, w.id AS warehouse_id,
-           (SELECT l.id FROM inv_location l
-             WHERE l.tenant_id = :tid AND l.path = :dst AND l.kind = 'stock') AS dst_id
-      FROM inv_sku k
-      JOIN inv_warehouse w ON w.tenant_id = k.tenant_id AND w.code = :wh
-     WHERE k.tenant_id = :tid AND k.code = :sku
-), c AS (
-    SELECT q.id
-      FROM inv_quant q JOIN s ON q.sku_id = s.sku_id AND q.warehouse_id = s.warehouse_id
-     WHERE q.tenant_id = :tid AND q.quantity > q.reserved
-       AND s.tracking = 'none' AND s.decimals >= :places AND s.dst_id IS NOT NULL
-     ORDER BY q.in_date, q.id
-     LIMIT 1
-), u AS (
-    UPDATE inv_quant q SET reserved = q.reserved + :take
-      FROM c
-     WHERE q.id = c.id AND q.tenant_id = :tid AND q.quantity - q.reserved >= :take
-    RETURNING q.id, q.location_id
-), m AS (
-    INSERT INTO inv_move (tenant_id, sku_id, quantity, reserved, from_location_id,
-                          to_location_id, lot_id, state, created_at, source_type, source_id,
-                          idempotency_key, origin_move_id, reference)
-    SELECT :tid, s.sku_id, :take, :take, u.location_id, s.dst_id, NULL, 'reserved', :now,
-           :stype, :sid, :key, NULL, :ref
-      FROM u CROSS JOIN s
-    RETURNING id, from_location_id
-)
-SELECT s.sku_id, s.warehouse_id, m.id AS move_id, m.from_location_id, u.id AS quant_id
-  FROM s LEFT JOIN m ON true LEFT JOIN u ON true
-"""
+    "SELECT sku_id, warehouse_id, move_id, from_location_id, quant_id FROM erp_inv_reserve_one("
+    "CAST(:tid AS bigint), CAST(:sku AS text), CAST(:wh AS text), CAST(:dst AS text),"
+    " CAST(:take AS bigint), CAST(:places AS integer), CAST(:now AS timestamptz),"
+    " CAST(:stype AS text), CAST(:sid AS text), CAST(:key AS text), CAST(:ref AS text))"
 )
 
 
@@ -1193,7 +1164,8 @@ def _reserve_pg_one(
     sid: str | None,
     ref: str,
 ) -> Reservation | None:
-    """One statement when one quant can serve the whole request (PostgreSQL); else None."""
+    """One round trip when one quant can serve the whole request (PostgreSQL); else None
+    (nothing written)."""
     take = int(qty.scaleb(4))
     row = op.conn.execute(
         _PG_RESERVE_ONE,

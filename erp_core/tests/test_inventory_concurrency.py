@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from erp_core.db.session import Database
 from erp_core.inventory import service as inv
@@ -135,3 +136,65 @@ def test_concurrent_workers_on_sqlite_reserve_exactly_the_stock(erp_db, make_ten
     tenant_id = _hot_sku(erp_db, make_tenant)
     outcome = _race(erp_db.url, tenant_id, 8, partial)
     _check(erp_db, tenant_id, outcome, 8)
+
+
+@needs_postgres
+@pytest.mark.postgres
+def test_postgres_reservation_that_loses_the_race_writes_nothing_and_reports_the_shortage(
+    erp_db, make_tenant
+):
+    """The one-round-trip reservation reads the quant unlocked, inserts its move, then takes
+    the quantity. When another transaction took it meanwhile, its move is deleted again and the
+    general path decides: here, a clean shortage and no stray move."""
+    assert erp_db.is_postgres
+    t = make_tenant("race")
+    with erp_db.tenant_session(t.id) as s:
+        inv.create_warehouse(s, code="WH", name="Race")
+        inv.create_sku(s, code="ONE", name="Last unit")
+        inv.receive(s, "ONE", 5, warehouse="WH", unit_cost="1")
+    db = Database(erp_db.url, pool_size=3, max_overflow=0)
+    first_holds = threading.Event()
+    second_result: list[Any] = []
+    second_pid: list[int] = []
+
+    def second() -> None:
+        with db.tenant_session(t.id) as s2:
+            second_pid.append(int(s2.scalar(select(func.pg_backend_pid())) or 0))
+            first_holds.wait(10)
+            try:
+                inv.reserve(s2, "ONE", 5, warehouse="WH")
+            except ShortageError as exc:
+                second_result.append(exc)
+            else:  # pragma: no cover - the failure this test exists for
+                second_result.append("reserved")
+
+    try:
+        with db.tenant_session(t.id) as s1:
+            got = inv.reserve(s1, "ONE", 5, warehouse="WH")
+            assert got.reserved == 5
+            th = threading.Thread(target=second)
+            th.start()
+            first_holds.set()
+            # wait until the second one waits on the quant's row lock (its move inserted)
+            with erp_db.engine.connect() as probe:
+                for _ in range(200):
+                    waiting = (
+                        second_pid
+                        and probe.execute(
+                            text("SELECT cardinality(pg_blocking_pids(:pid)) > 0"),
+                            {"pid": second_pid[0]},
+                        ).scalar()
+                    )
+                    if waiting:
+                        break
+                    time.sleep(0.05)
+                assert waiting, "the second reservation never waited on the quant"
+        th.join(20)
+    finally:
+        db.dispose()
+    assert len(second_result) == 1 and isinstance(second_result[0], ShortageError)
+    with erp_db.tenant_session(t.id) as s:
+        assert s.scalar(select(func.count()).select_from(Move)) == 2  # receipt + the first
+        [level] = inv.stock_levels(s, sku="ONE", group_by="sku")
+        assert (level.on_hand, level.reserved) == (5, 5)
+        assert invariant_violations(s) == []
