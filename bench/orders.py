@@ -155,8 +155,7 @@ def run(
                     select(Parcel).where(Parcel.order_id.in_(ids), Parcel.state == "reserved")
                 )
             )
-            for p in parcels:
-                svc.ship(s, p, tracking_no=f"SF{p.id:010d}", courier_code="SF", hooks=hooks)
+            svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=hooks)
     with db.tenant_session(tid) as s, st.stage("write-back"):
         for p in s.scalars(select(Parcel).where(Parcel.writeback == "pending")):
             svc.writeback(s, p, channel)

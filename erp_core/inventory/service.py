@@ -40,6 +40,7 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, bindparam, case, func, or_, select, text, type_coerce, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -100,6 +101,7 @@ __all__ = [
     "reserve_move",
     "scrap",
     "serial_history",
+    "stock_change_batch",
     "stock_levels",
     "transfer",
     "update_sku",
@@ -481,12 +483,15 @@ def ensure_virtual_locations(
         tid = tenant.id
     else:
         tid = tenant if tenant is not None else _tenant_id(session)
-    cache: dict[int, dict[str, int]] = session.info.setdefault("erp_inv_virtual", {})
-    ids = cache.get(tid)
-    if ids is not None:
-        found = {u: session.get(Location, i) for u, i in ids.items()}
-        if all(v is not None for v in found.values()):
-            return cast(dict[str, Location], found)
+    # The objects themselves are kept (the session's identity map holds them only weakly, so
+    # ids alone would mean five look-ups per call), valid while they are still persistent in
+    # this session (a rollback of the transaction that created them makes them transient).
+    cache: dict[int, dict[str, Location]] = session.info.setdefault("erp_inv_virtual", {})
+    known = cache.get(tid)
+    if known is not None and all(
+        (st := sa_inspect(loc)).persistent and st.session is session for loc in known.values()
+    ):
+        return dict(known)
     paths = [p for p, _ in VIRTUAL_LOCATIONS.values()]
     existing = {
         loc.path: loc
@@ -511,8 +516,8 @@ def ensure_virtual_locations(
             session.add(loc)
         out[usage] = loc
     session.flush()
-    cache[tid] = {u: loc.id for u, loc in out.items()}
-    return out
+    cache[tid] = out
+    return dict(out)
 
 
 # --- SKUs, warehouses, locations -------------------------------------------------------------
@@ -791,8 +796,42 @@ def _finish(op: _Op) -> None:
         for v in op.valued:
             hooks.erp_stock_valued(session=op.session, tenant_id=op.tid, valuation=v)
     if op.touched and _implemented(hooks, "erp_stock_changed"):
+        pending = op.session.info.get(_BATCH_KEY)
+        if pending is not None and pending[0] == op.tid:
+            pending[2].update(op.touched)
+            if pending[1] is None:
+                pending[1] = hooks
+            return
         changes = _stock_changes(op.session, op.tid, op.touched)
         hooks.erp_stock_changed(session=op.session, tenant_id=op.tid, changes=changes)
+
+
+#: ``Session.info`` key of an open :func:`stock_change_batch`: [tenant id, hooks, pairs].
+_BATCH_KEY = "erp_inv_stock_batch"
+
+
+@contextmanager
+def stock_change_batch(session: Session) -> Iterator[None]:
+    """Within the block, the service's calls on ``session`` report their stock changes once,
+    at its end: one ``erp_stock_changed`` with the levels of every (SKU, warehouse) touched,
+    instead of one per call. For bulk work (a page of orders reserved or shipped), where a
+    stock push per line would be wasted. Nothing is reported when the block raises (its
+    transaction is being abandoned). Valuations (``erp_stock_valued``) still fire per call,
+    since their ledger entries belong to the call. Nested blocks join the outermost one."""
+    if session.info.get(_BATCH_KEY) is not None:
+        yield
+        return
+    tid = _tenant_id(session)
+    pending: list[Any] = [tid, None, set()]
+    session.info[_BATCH_KEY] = pending
+    try:
+        yield
+    finally:
+        session.info.pop(_BATCH_KEY, None)
+    hooks, pairs = pending[1], pending[2]
+    if hooks is not None and pairs:
+        changes = _stock_changes(session, tid, pairs)
+        hooks.erp_stock_changed(session=session, tenant_id=tid, changes=changes)
 
 
 def _implemented(hooks: Any, name: str) -> bool:

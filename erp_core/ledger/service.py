@@ -205,6 +205,7 @@ def ensure_chart(session: Session, tenant: Tenant | None = None) -> int:
         if p.name not in mapped and p.default in by_code:
             session.add(AccountMapping(purpose=p.name, account_id=by_code[p.default].id))
     session.flush()
+    _forget(session)
     return added
 
 
@@ -297,6 +298,7 @@ def create_account(
             m.account_id = acc.id
         if moved:
             session.flush()
+            _forget(session)
             record(
                 session,
                 "ledger.mapping.changed",
@@ -387,11 +389,16 @@ def postable_codes(session: Session) -> set[str]:
 def get_mapping(session: Session) -> dict[str, str]:
     """Purpose -> account code, for every known purpose (defaults where none is stored)."""
     tenant_of(session)
-    q = select(AccountMapping.purpose, Account.code).join(
-        Account, Account.id == AccountMapping.account_id
-    )
-    stored = dict(session.execute(q).all())
-    return {p.name: stored.get(p.name, p.default) for p in PURPOSES}
+    cache = _tx_cache(session)  # reset by set_mapping, and with every transaction
+    mapping: dict[str, str] | None = cache.get("mapping")
+    if mapping is None:
+        q = select(AccountMapping.purpose, Account.code).join(
+            Account, Account.id == AccountMapping.account_id
+        )
+        stored = dict(session.execute(q).all())
+        mapping = {p.name: stored.get(p.name, p.default) for p in PURPOSES}
+        cache["mapping"] = mapping
+    return dict(mapping)
 
 
 def set_mapping(session: Session, changes: Mapping[str, str], *, actor: str = "") -> dict[str, str]:
@@ -421,6 +428,7 @@ def set_mapping(session: Session, changes: Mapping[str, str], *, actor: str = ""
         else:
             row.account_id = acc_id
     session.flush()
+    _forget(session)
     after = get_mapping(session)
     diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
     if diff:

@@ -278,6 +278,37 @@ def test_reserve_release_and_complete_are_exact(s, wh, hooks, rec):
         inv.release(s, move.id)
 
 
+def test_a_stock_change_batch_reports_once_at_its_end(s, wh, hooks, rec):
+    inv.create_warehouse(s, code="WH2", name="Second")
+    inv.receive(s, "TEA", 10, warehouse="WH1", unit_cost=2, hooks=hooks)
+    inv.receive(s, "TEA", 10, warehouse="WH2", unit_cost=2, hooks=hooks)
+    inv.receive(s, "RICE", 10, warehouse="WH1", unit_cost=1, hooks=hooks)
+    rec.clear()
+    with inv.stock_change_batch(s):
+        inv.reserve(s, "TEA", 1, warehouse="WH1", hooks=hooks)
+        with inv.stock_change_batch(s):  # nested: joins the outer one
+            inv.reserve(s, "TEA", 2, warehouse="WH1", hooks=hooks)
+        res = inv.reserve(s, "TEA", 3, warehouse="WH2", hooks=hooks)
+        inv.reserve(s, "RICE", 4, warehouse="WH1", hooks=hooks)
+        inv.complete(s, res.move_ids, hooks=hooks)
+        assert rec.changed == []  # nothing reported inside the block
+        assert len(rec.valued) == 1  # valuations still fire per call
+    [changes] = rec.changed
+    got = {(c.sku_code, c.warehouse_code): (c.on_hand, c.reserved) for c in changes}
+    assert got == {
+        ("RICE", "WH1"): (D(10), D(4)),
+        ("TEA", "WH1"): (D(10), D(3)),
+        ("TEA", "WH2"): (D(7), D(0)),
+    }
+    rec.clear()
+    with pytest.raises(RuntimeError), inv.stock_change_batch(s):
+        inv.reserve(s, "TEA", 1, warehouse="WH1", hooks=hooks)
+        raise RuntimeError("abandoned")
+    assert rec.changed == []
+    inv.reserve(s, "TEA", 1, warehouse="WH1", hooks=hooks)  # no batch open any more
+    assert len(rec.changed) == 1
+
+
 def test_complete_carries_the_sale_dimensions_to_the_valuation(s, wh, hooks, rec):
     inv.receive(s, "TEA", 5, warehouse="WH1", unit_cost=3, hooks=hooks)
     res = inv.reserve(s, "TEA", 2, warehouse="WH1", hooks=hooks)

@@ -570,6 +570,15 @@ def process(
     for o in ready:
         if _route(session, o, lines, plan_input, cfg, strategies, actor):
             res.routed += 1
+    with inv.stock_change_batch(session):  # one stock report (and push mark) per run
+        _reserve_and_ship(session, orders, cfg, res, hooks, actor)
+    session.flush()
+    return res
+
+
+def _reserve_and_ship(
+    session: Session, orders: list[Order], cfg: Setting, res: Result, hooks: Any, actor: str
+) -> None:
     for o in [o for o in orders if o.status == "routed"]:
         try:
             with session.begin_nested():
@@ -592,8 +601,6 @@ def process(
             for p in parcels:
                 ship(session, p, tracking_no=_auto_tracking(p), hooks=hooks, actor=actor)
             res.shipped += 1
-    session.flush()
-    return res
 
 
 #: The exception queue's groups, by the kind of the rule that held an order.
@@ -935,6 +942,30 @@ def ship(
             for o in members:
                 caller(session=session, tenant_id=_tid(session), order_id=o.id)
     session.flush()
+
+
+def ship_many(
+    session: Session,
+    shipments: Sequence[tuple[Parcel, str, str | None]],
+    *,
+    hooks: Any = None,
+    actor: str = "",
+) -> None:
+    """Ship several parcels (each with its tracking number and courier code, None for the
+    parcel's own) as one piece of bulk work: the
+    stock change is reported once for all of them (one channel stock-push mark), not per
+    parcel. Stops at the first parcel that cannot ship (the caller rolls back)."""
+    hooks = hooks_of(session, hooks)
+    with inv.stock_change_batch(session):
+        for parcel, tracking_no, courier in shipments:
+            ship(
+                session,
+                parcel,
+                tracking_no=tracking_no,
+                courier_code=courier,
+                hooks=hooks,
+                actor=actor,
+            )
 
 
 def _local_date(session: Session, when: datetime) -> date:
