@@ -29,6 +29,7 @@ from erp_core.channels.types import (
     Refund,
     Shipment,
     StockLevel,
+    TrackingTrail,
 )
 
 __all__ = [
@@ -308,6 +309,14 @@ class SalesChannel(Connector):
 
         Shipping the same lines again with the same tracking number must not fail.
         """
+
+    def logistics_trail(
+        self, order_id: str, *, line_ids: Sequence[str] = (), tracking_no: str = ""
+    ) -> TrackingTrail | None:
+        """The courier's trail of a shipped order (or of the split shipment of ``line_ids``,
+        sent with ``tracking_no``), for the order page. None: the platform offers no trail
+        (the default; a connector overrides it when its platform does)."""
+        return None
 
     @abc.abstractmethod
     def push_stock(self, levels: Sequence[StockLevel], *, full: bool) -> None:

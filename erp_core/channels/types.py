@@ -30,6 +30,8 @@ __all__ = [
     "RefundStatus",
     "Shipment",
     "StockLevel",
+    "TrackingStep",
+    "TrackingTrail",
 ]
 
 
@@ -379,6 +381,53 @@ class Shipment:
     def partial(self) -> bool:
         """True when only some lines ship (a split shipment)."""
         return bool(self.line_ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingStep:
+    """One step of a parcel's way, as the courier reported it: when, what (the courier's own
+    words, e.g. "快件已到达【杭州转运中心】"), and the kind of step when the platform names it:
+    ``collected``, ``in_transit``, ``out_for_delivery``, ``delivered``, ``problem`` or ``""``."""
+
+    at: datetime
+    description: str
+    action: str = ""
+
+    def __post_init__(self) -> None:
+        _when(self, "at", required=True)
+        _text(self, "description", max_len=500)
+        if self.action not in TRACKING_ACTIONS:
+            raise ValueError(f"TrackingStep.action must be one of {sorted(TRACKING_ACTIONS)}")
+
+
+TRACKING_ACTIONS = frozenset(
+    {"", "collected", "in_transit", "out_for_delivery", "delivered", "problem"}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingTrail:
+    """The logistics trail of a shipped order (or of its lines ``line_ids``): the waybill,
+    the courier's name, and its steps oldest first. ``delivered`` when the last step says so."""
+
+    order_id: str
+    tracking_no: str = ""
+    courier: str = ""
+    steps: tuple[TrackingStep, ...] = ()
+    raw_status: str = ""
+
+    def __post_init__(self) -> None:
+        _text(self, "order_id")
+        _text(self, "tracking_no", required=False, max_len=64)
+        _text(self, "courier", required=False, max_len=100)
+        if not all(isinstance(x, TrackingStep) for x in self.steps):
+            raise ValueError("TrackingTrail.steps must be TrackingStep items")
+        if any(b.at < a.at for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError("TrackingTrail.steps must be oldest first")
+
+    @property
+    def delivered(self) -> bool:
+        return bool(self.steps) and self.steps[-1].action == "delivered"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -245,3 +245,24 @@ def test_windows_cursors_pages_and_requests():
         PaymentRequest(out_trade_no="T1", amount=Decimal(0), subject="x", method="page")
     with pytest.raises(ValueError, match="out_request_no"):
         RefundRequest(out_trade_no="T1", out_request_no="", amount=Decimal(1))
+
+
+def test_a_tracking_trail_is_validated_and_knows_delivery() -> None:
+    from erp_core.channels.types import TrackingStep, TrackingTrail
+
+    t0 = datetime(2026, 11, 11, 9, 0, tzinfo=UTC)
+    got = TrackingStep(at=t0, description="快件已揽收", action="collected")
+    signed = TrackingStep(at=t0 + timedelta(days=1), description="已签收", action="delivered")
+    trail = TrackingTrail(order_id="1", tracking_no="SF1", courier="顺丰", steps=(got, signed))
+    assert trail.delivered and not TrackingTrail(order_id="1", steps=(got,)).delivered
+    assert not TrackingTrail(order_id="1").delivered
+    with pytest.raises(ValueError, match="oldest first"):
+        TrackingTrail(order_id="1", steps=(signed, got))
+    with pytest.raises(ValueError, match="action"):
+        TrackingStep(at=t0, description="x", action="teleported")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        TrackingStep(at=datetime(2026, 11, 11), description="x")
+    with pytest.raises(ValueError, match="description"):
+        TrackingStep(at=t0, description=" ")
+    with pytest.raises(ValueError, match="steps"):
+        TrackingTrail(order_id="1", steps=("collected",))  # type: ignore[arg-type]

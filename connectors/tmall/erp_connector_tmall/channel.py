@@ -63,6 +63,7 @@ from erp_connector_tmall.protocol import (
     REFUND_TOPIC_STATUS,
     ROUTER_PATH,
     SIGN_METHODS,
+    TRACE_ACTIONS,
     TRADE_TYPES,
     format_time,
     parse_time,
@@ -105,6 +106,8 @@ from erp_core.channels.types import (
     RefundStatus,
     Shipment,
     StockLevel,
+    TrackingStep,
+    TrackingTrail,
 )
 
 __all__ = [
@@ -703,6 +706,37 @@ class TmallChannel(SalesChannel):
             if (exc.sub_code or "").endswith(_ALREADY_SHIPPED) and self._shipped_as(shipment):
                 return
             raise
+
+    def logistics_trail(
+        self, order_id: str, *, line_ids: Sequence[str] = (), tracking_no: str = ""
+    ) -> TrackingTrail | None:
+        """``taobao.logistics.trace.search`` by trade (``is_split`` / ``sub_tid`` for the lines
+        of a split shipment). TOP gives the courier's steps oldest first, in Beijing time."""
+        params = {"tid": order_id}
+        if line_ids:
+            params.update(is_split="1", sub_tid=",".join(line_ids))
+        answer = self._call(API.LOGISTICS_TRACE, params)
+        steps = []
+        for row in _rows(answer.get("trace_list"), "transit_step_info"):
+            text = _text(row.get("status_desc"))
+            when = _text(row.get("status_time"))
+            if not text or not when:
+                continue
+            steps.append(
+                TrackingStep(
+                    at=parse_time(when),
+                    description=text[:500],
+                    action=TRACE_ACTIONS.get(_text(row.get("action")).upper(), ""),
+                )
+            )
+        steps.sort(key=lambda x: x.at)
+        return TrackingTrail(
+            order_id=order_id,
+            tracking_no=(_text(answer.get("out_sid")) or tracking_no)[:64],
+            courier=_text(answer.get("company_name"))[:100],
+            steps=tuple(steps),
+            raw_status=_text(answer.get("status"))[:100],
+        )
 
     def _shipped_as(self, shipment: Shipment) -> bool:
         answer = self._call(API.TRADE_FULLINFO, {"tid": shipment.order_id, "fields": "tid,orders"})

@@ -76,6 +76,7 @@ class API:
     REFUNDS_RECEIVE = "taobao.refunds.receive.get"
     REFUND_GET = "taobao.refund.get"
     OFFLINE_SEND = "taobao.logistics.offline.send"
+    LOGISTICS_TRACE = "taobao.logistics.trace.search"
     ITEM_QUANTITY = "taobao.item.quantity.update"
     SKUS_QUANTITY = "taobao.skus.quantity.update"
     SKUS_CUSTOM = "taobao.skus.custom.get"
@@ -199,3 +200,23 @@ HEADER_SIGN: Final = "x-top-sign"
 PUSH_SIGN_METHOD: Final = "hmac-sha256"
 #: Default tolerance between a push's signed timestamp and our clock.
 PUSH_MAX_AGE: Final = timedelta(minutes=5)
+
+
+#: ``transit_step_info.action`` of ``taobao.logistics.trace.search`` (the node kind; codes as
+#: Cainiao's trail uses them, ⚠ not confirmed against TOP) mapped to the kernel's step kinds;
+#: an unknown or missing code is kept as a plain step ("").
+TRACE_ACTIONS: dict[str, str] = {
+    "GOT": "collected",
+    "ACCEPT": "collected",
+    "DEPARTURE": "in_transit",
+    "ARRIVAL": "in_transit",
+    "TRANSPORT": "in_transit",
+    "TMS_STATION_OUT": "in_transit",
+    "SENT_SCAN": "out_for_delivery",
+    "DELIVERING": "out_for_delivery",
+    "SIGNED": "delivered",
+    "STA_SIGN": "delivered",
+    "FAILED": "problem",
+    "REJECT": "problem",
+    "TMS_RETURN": "problem",
+}

@@ -137,6 +137,17 @@ REFUND_REASONS = (
 COURIERS = ("YTO", "ZTO", "STO", "YUNDA", "SF", "EMS", "JD")
 #: The shop's listings: (num_iid, outer_iid, title, price, ((sku_id, outer_sku_id, props), ...)).
 #: Items without SKUs carry the merchant code on the item (``outer_iid``).
+#: The simulated courier's way (time after the ship-back, TOP action code, text).
+_COURIER_STEPS: tuple[tuple[timedelta, str, str], ...] = (
+    (timedelta(hours=1), "GOT", "快件已被快递员揽收"),
+    (timedelta(hours=4), "DEPARTURE", "快件已从【杭州转运中心】发出，准备发往下一站"),  # noqa: RUF001
+    (timedelta(hours=20), "ARRIVAL", "快件已到达【{city}转运中心】"),
+    (timedelta(hours=28), "SENT_SCAN", "快件正在派送中，请保持电话畅通"),  # noqa: RUF001
+    (timedelta(hours=32), "SIGNED", "快件已签收，签收人：本人"),  # noqa: RUF001
+)
+#: Courier codes the sandbox knows by name (others are answered as their code).
+COURIER_NAMES = {"SF": "顺丰速运", "YTO": "圆通速递", "ZTO": "中通快递", "STO": "申通快递"}
+
 CATALOGUE: tuple[tuple[int, str, str, str, tuple[tuple[int, str, str], ...]], ...] = (
     (
         652001000101,
@@ -375,8 +386,12 @@ class TmallSandbox(SalesSandbox):
         seed: int = 0,
         sign_method: str | None = None,
         now: Callable[[], datetime] | None = None,
+        trail_pace: float = 1.0,
     ) -> None:
         super().__init__(seed=seed)
+        #: How fast the simulated couriers move: 60 makes an hour of a parcel's way pass in
+        #: a minute (the demo's setting); 1 is real time.
+        self.trail_pace = trail_pace
         ids = random.Random(f"tmall-sandbox-ids:{seed}")
         self.app_key = str(ids.randrange(20_000_000, 35_000_000))
         self.app_secret = "".join(ids.choice("0123456789abcdef") for _ in range(32))
@@ -545,6 +560,7 @@ class TmallSandbox(SalesSandbox):
             API.REFUNDS_RECEIVE: self._refunds_receive,
             API.REFUND_GET: self._refund_get,
             API.OFFLINE_SEND: self._offline_send,
+            API.LOGISTICS_TRACE: self._logistics_trace,
             API.ITEM_QUANTITY: self._item_quantity,
             API.SKUS_QUANTITY: self._skus_quantity,
             API.SKUS_CUSTOM: self._skus_custom,
@@ -834,6 +850,49 @@ class TmallSandbox(SalesSandbox):
             }
         )
         return {"shipping": {"is_success": True}}
+
+    def _logistics_trace(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """The courier's steps of a shipped trade (or of the lines ``sub_tid`` of a split
+        one): a simulated courier that collects an hour after the ship-back, leaves, arrives
+        in the receiver's city, delivers and gets it signed for in about a day and a half
+        (``trail_pace`` times faster). Only steps already past are answered."""
+        tid = self._required(params, "tid")
+        trade = self._trades.get(tid)
+        if trade is None:
+            raise _business("isv.logistics-trace-service-error:B01", "订单不存在")
+        if params.get("is_split", "0") == "1":
+            wanted = [x.strip() for x in params.get("sub_tid", "").split(",") if x.strip()]
+            by_oid = {str(ln.oid): ln for ln in trade.lines}
+            if not wanted or any(w not in by_oid for w in wanted):
+                raise _business("isv.logistics-trace-service-error:P38", "拆单校验未通过")
+            lines = [by_oid[w] for w in wanted]
+        else:
+            lines = [ln for ln in trade.lines if ln.invoice_no]
+        shipped = [ln for ln in lines if ln.invoice_no and ln.consign_time is not None]
+        if not shipped:
+            raise _business("isv.logistics-trace-service-error:B02", "订单未发货")
+        first = shipped[0]
+        assert first.consign_time is not None
+        city = trade.receiver.get("receiver_city", "") or "目的地"
+        now = self._now()
+        steps = []
+        for after, action, text in _COURIER_STEPS:
+            at = first.consign_time + after / max(self.trail_pace, 1e-6)
+            if at <= now:
+                steps.append(
+                    {
+                        "status_time": format_time(at),
+                        "status_desc": text.format(city=city),
+                        "action": action,
+                    }
+                )
+        return {
+            "tid": int(tid),
+            "out_sid": first.invoice_no,
+            "company_name": COURIER_NAMES.get(first.logistics_company, first.logistics_company),
+            "status": "对方已签收" if steps and steps[-1]["action"] == "SIGNED" else "运输中",
+            "trace_list": {"transit_step_info": steps},
+        }
 
     # --- stock ------------------------------------------------------------------------------------
 
@@ -1195,6 +1254,7 @@ class TmallSandbox(SalesSandbox):
         address that does not add up, a second order of the same buyer to the same address
         (to merge), and a refund asked before shipping; every change pushed to ``hook_url``."""
         rng = self._demo_rng
+        self.trail_pace = max(self.trail_pace, 120.0)  # a demo's parcel arrives in 16 minutes
         now = _ceil_second(self._now())
         touched: list[str] = []
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +64,43 @@ def test_split_shipment_then_the_rest(sandbox: TmallSandbox, make_channel: Any) 
     }
     assert channel.get_order(tid).status is OrderStatus.SHIPPED
     assert len(rest) == 2
+
+
+def test_logistics_trail_of_a_whole_and_of_a_split_shipment(
+    sandbox: TmallSandbox, make_channel: Any
+) -> None:
+    sandbox.trail_pace = 32 * 3600 / 0.3  # the courier's day and a half in 0.3 s
+    tid = sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=T0, lines=2)
+    channel = make_channel()
+    first, second = [ln.line_id for ln in channel.get_order(tid).lines]
+    with pytest.raises(ChannelRejected, match="B02"):  # nothing shipped yet: no trail
+        channel.logistics_trail(tid)
+    channel.ship(
+        Shipment(order_id=tid, line_ids=(first,), tracking_no="SF1234567890", courier_code="SF")
+    )
+    time.sleep(1.5)  # TOP's times are whole seconds: the ship-back's is rounded up
+    trail = channel.logistics_trail(tid, line_ids=(first,), tracking_no="SF1234567890")
+    assert trail is not None
+    call = [c for c in sandbox.calls if c.api == "taobao.logistics.trace.search"][-1]
+    assert (call.params["is_split"], call.params["sub_tid"]) == ("1", first)
+    assert (trail.tracking_no, trail.courier) == ("SF1234567890", "顺丰速运")
+    assert [x.action for x in trail.steps] == [
+        "collected",
+        "in_transit",
+        "in_transit",
+        "out_for_delivery",
+        "delivered",
+    ]
+    assert trail.delivered and all(x.at.tzinfo is not None for x in trail.steps)
+    assert trail.steps == tuple(sorted(trail.steps, key=lambda x: x.at))
+    with pytest.raises(ChannelRejected, match="B02"):  # the other line has not shipped
+        channel.logistics_trail(tid, line_ids=(second,))
+
+    sandbox.trail_pace = 1.0  # real time: just shipped, the courier has not come yet
+    channel.ship(Shipment(order_id=tid, tracking_no="YT5555555555", courier_code="YTO"))
+    early = channel.logistics_trail(tid, line_ids=(second,))
+    assert early is not None and early.steps == () and not early.delivered
+    assert early.tracking_no == "YT5555555555" and early.courier == "圆通速递"
 
 
 def test_reshipping_a_whole_order_is_idempotent_only_with_the_same_waybill(

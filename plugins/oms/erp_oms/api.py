@@ -77,6 +77,11 @@ class ParcelOut(BaseModel):
     writeback: str
     writeback_attempts: int
     writeback_error: str
+    #: The courier's trail, oldest step first (``at``, ``text``, ``action``).
+    trail: list[dict[str, str]] = []
+    trail_courier: str = ""
+    trail_checked_at: datetime | None = None
+    delivered_at: datetime | None = None
     lines: list[dict[str, Any]]
 
 

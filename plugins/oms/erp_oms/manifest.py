@@ -55,6 +55,7 @@ MANIFEST = PluginManifest(
     periodic=(
         PeriodicTask(name="process", task="oms.process", every_seconds=10.0),
         PeriodicTask(name="writeback", task="oms.writeback", every_seconds=30.0),
+        PeriodicTask(name="trails", task="oms.trails", every_seconds=60.0),
         PeriodicTask(name="stock_push", task="oms.stock_push", every_seconds=15.0),
         PeriodicTask(name="stock_push_full", task="oms.stock_push_full", every_seconds=3600.0),
     ),

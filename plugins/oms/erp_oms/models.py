@@ -140,6 +140,7 @@ class Parcel(TenantScoped, Base):
         Index("ix_oms_parcel_tenant_state", "tenant_id", "state", "id"),
         Index("ix_oms_parcel_writeback", "tenant_id", "writeback", "id"),
         Index("ix_oms_parcel_order", "order_id"),
+        Index("ix_oms_parcel_trail", "tenant_id", "state", "delivered_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -162,6 +163,14 @@ class Parcel(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
     shipped_at: Mapped[datetime | None] = mapped_column(nullable=True)
     written_back_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: The courier's trail as the platform last told it, oldest step first: items
+    #: ``{"at": ISO time, "text": the courier's words, "action": collected | in_transit |
+    #: out_for_delivery | delivered | problem | ""}``.
+    trail: Mapped[list[dict[str, str]]] = mapped_column(JSON, nullable=False, default=list)
+    trail_courier: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    trail_checked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: When the trail said "delivered" (then it is no longer asked for).
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ParcelLine(TenantScoped, Base):

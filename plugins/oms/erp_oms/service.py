@@ -1101,3 +1101,79 @@ def writeback(session: Session, parcel: Parcel, channel: Any) -> bool:
         assert target is not None
         event(session, target, "written_back", f"{parcel.courier_code} {parcel.tracking_no}")
     return True
+
+
+# --- logistics trail -----------------------------------------------------------------------------
+
+#: How often the trail of a parcel on its way is asked for again.
+TRAIL_EVERY = timedelta(minutes=30)
+#: After this long without "delivered", a parcel's trail is no longer asked for.
+TRAIL_GIVE_UP = timedelta(days=30)
+
+
+def due_trails(session: Session, *, limit: int = 100) -> list[Parcel]:
+    """Shipped, written-back parcels not yet delivered whose trail is due (never asked, or
+    last asked ``TRAIL_EVERY`` ago), oldest check first."""
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(Parcel)
+            .where(
+                Parcel.state == "shipped",
+                Parcel.delivered_at.is_(None),
+                Parcel.writeback == "done",
+                Parcel.shipped_at >= now - TRAIL_GIVE_UP,
+                (Parcel.trail_checked_at.is_(None))
+                | (Parcel.trail_checked_at <= now - TRAIL_EVERY),
+            )
+            .order_by(Parcel.trail_checked_at.is_not(None), Parcel.trail_checked_at, Parcel.id)
+            .limit(limit)
+        )
+    )
+
+
+def refresh_trail(session: Session, parcel: Parcel, channel: Any) -> bool:
+    """Ask the platform for the parcel's trail and keep it on the parcel; True when the
+    platform gave one. False when it offers none (then it is not asked again) or could not
+    answer now (logged; asked again after ``TRAIL_EVERY``). A "delivered" step marks the
+    parcel delivered, with an event on the order's timeline."""
+    order = session.get(Order, parcel.order_id)
+    assert order is not None
+    parcel.trail_checked_at = utcnow()
+    rows = session.execute(
+        select(OrderLine.line_id)
+        .join(ParcelLine, ParcelLine.order_line_id == OrderLine.id)
+        .where(ParcelLine.parcel_id == parcel.id, OrderLine.order_id == order.id)
+    ).all()
+    line_ids = sorted(r[0] for r in rows)
+    all_lines = session.scalar(
+        select(func.count()).select_from(OrderLine).where(OrderLine.order_id == order.id)
+    )
+    split = bool(line_ids) and len(line_ids) != all_lines
+    try:
+        trail = channel.logistics_trail(
+            order.platform_order_id,
+            line_ids=tuple(line_ids) if split else (),
+            tracking_no=parcel.tracking_no,
+        )
+    except Exception as exc:  # not yet known at the courier, platform down: next time
+        log.info("oms trail of parcel %s: %s", parcel.id, exc)
+        return False
+    if trail is None:  # the platform offers no trail: not asked again for this parcel
+        parcel.trail_checked_at = utcnow() + TRAIL_GIVE_UP
+        return False
+    parcel.trail = [
+        {"at": _aware(x.at).isoformat(), "text": x.description, "action": x.action}
+        for x in trail.steps
+    ]
+    parcel.trail_courier = trail.courier[:100]
+    if trail.delivered and parcel.delivered_at is None:
+        parcel.delivered_at = _aware(trail.steps[-1].at)
+        event(
+            session,
+            order,
+            "delivered",
+            f"parcel {parcel.id}: {trail.steps[-1].description}"[:500],
+            parcel=parcel.id,
+        )
+    return True

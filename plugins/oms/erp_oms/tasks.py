@@ -43,6 +43,16 @@ def writeback(ctx: TaskContext) -> dict[str, int]:
     return run_due(ctx.session, rt.registry, rt.settings)
 
 
+@tenant_task(name="oms.trails", plugin="oms")
+def trails(ctx: TaskContext) -> dict[str, int]:
+    """Ask the platforms for the couriers' trails of the parcels on their way."""
+    from erp_core.tasks.runtime import runtime
+    from erp_oms.writeback import run_trails
+
+    rt = runtime()
+    return run_trails(ctx.session, rt.registry, rt.settings)
+
+
 @tenant_task(name="oms.stock_push", plugin="oms")
 def stock_push(ctx: TaskContext, full: bool = False) -> dict[str, int]:
     """Tell every shop the sellable stock of the SKUs that changed (all of them with full)."""

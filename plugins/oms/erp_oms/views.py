@@ -22,6 +22,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -120,6 +121,13 @@ WRITEBACK_TITLES: dict[str, Message] = {
     "done": N_("Sent to the platform"),
     "failed": N_("Failed, will retry"),
 }
+TRAIL_TITLES: dict[str, Message] = {
+    "collected": N_("Collected"),
+    "in_transit": N_("In transit"),
+    "out_for_delivery": N_("Out for delivery"),
+    "delivered": N_("Delivered"),
+    "problem": N_("Problem"),
+}
 EVENT_TITLES: dict[str, Message] = {
     "received": N_("Received"),
     "created": N_("Entered by hand"),
@@ -137,6 +145,7 @@ EVENT_TITLES: dict[str, Message] = {
     "shipped": N_("Shipped"),
     "written_back": N_("Tracking number sent to the platform"),
     "writeback_failed": N_("Sending the tracking number failed"),
+    "delivered": N_("Delivered"),
     "completed": N_("Completed"),
     "intercepted": N_("Stopped for a refund"),
     "refund": N_("Refund after shipping"),
@@ -976,10 +985,29 @@ def _map_sku(request: Request, db: Session, principal: Principal, form: Any) -> 
 
 
 @dataclass
+class TrailStep:
+    at: datetime
+    text: str
+    action: str
+
+
+@dataclass
 class ParcelView:
     parcel: Parcel
     warehouse: Warehouse | None
     lines: list[tuple[OrderLine | None, Decimal]]
+
+    @property
+    def trail(self) -> list[TrailStep]:
+        """The courier's steps, newest first (as the page lists them)."""
+        out = []
+        for x in self.parcel.trail or []:
+            try:
+                at = datetime.fromisoformat(str(x.get("at", "")))
+            except ValueError:
+                continue
+            out.append(TrailStep(at, str(x.get("text", "")), str(x.get("action", ""))))
+        return out[::-1]
 
 
 def _order_ctx(
@@ -1060,6 +1088,7 @@ def _order_ctx(
         "hold_titles": HOLD_TITLES,
         "parcel_titles": PARCEL_TITLES,
         "writeback_titles": WRITEBACK_TITLES,
+        "trail_titles": TRAIL_TITLES,
         "event_titles": EVENT_TITLES,
         "source_titles": SOURCE_TITLES,
         "refund_titles": REFUND_TITLES,

@@ -3,6 +3,7 @@ ship → write-back (checked at the sandbox) → ledger; refunds before shipping
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from erp_connector_tmall.sandbox import CATALOGUE, TmallSandbox
 from erp_oms import service as svc
-from erp_oms.models import Order, OrderLine, Parcel, ParcelLine, WarehouseRoute
+from erp_oms.models import Event, Order, OrderLine, Parcel, ParcelLine, WarehouseRoute
 from erp_oms.writeback import run_due
 from sqlalchemy import func, select
 
@@ -228,3 +229,84 @@ def test_two_shops_never_oversell_the_last_units(
         for code in CODES:
             for r in inv.stock_levels(s, sku=code):
                 assert r.available >= 0
+
+
+def test_the_couriers_trail_is_kept_on_the_parcel_until_delivery(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    from erp_oms.writeback import run_trails
+
+    now = datetime.now(UTC)
+    pid = sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=2))
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        svc.process(s)
+        [parcel] = s.scalars(select(Parcel).where(Parcel.state == "reserved"))
+        svc.ship(s, parcel, tracking_no="SF7777777777", courier_code="SF")
+        assert svc.due_trails(s) == []  # not before the platform knows the tracking number
+        assert run_due(s, erp_registry, erp_settings) == {"done": 1, "failed": 0}
+        parcel_id = parcel.id
+    # just shipped: the courier has not come yet, the platform says so with an empty trail
+    with erp_db.tenant_session(tid) as s:
+        assert run_trails(s, erp_registry, erp_settings) == {
+            "refreshed": 1,
+            "missed": 0,
+            "delivered": 0,
+        }
+        p = s.get(Parcel, parcel_id)
+        assert p is not None and p.trail == [] and p.trail_courier == "顺丰速运"
+        assert p.trail_checked_at is not None and p.delivered_at is None
+        assert svc.due_trails(s) == []  # asked again only after TRAIL_EVERY
+        p.trail_checked_at = p.trail_checked_at - svc.TRAIL_EVERY
+    call = [c for c in sandbox.calls if c.api == "taobao.logistics.trace.search"][-1]
+    assert call.params["tid"] == pid and "is_split" not in call.params
+    # a day and a half later (the sandbox's couriers made fast): delivered
+    sandbox.trail_pace = 10**6
+    time.sleep(1.1)  # TOP's times are whole seconds: the ship-back's was rounded up
+    with erp_db.tenant_session(tid) as s:
+        assert run_trails(s, erp_registry, erp_settings)["delivered"] == 1
+        p = s.get(Parcel, parcel_id)
+        assert p is not None and p.delivered_at is not None
+        assert [x["action"] for x in p.trail] == [
+            "collected",
+            "in_transit",
+            "in_transit",
+            "out_for_delivery",
+            "delivered",
+        ]
+        assert p.trail[-1]["text"].startswith("快件已签收")
+        order = s.get(Order, p.order_id)
+        assert order is not None
+        delivered = list(s.scalars(select(Event).where(Event.kind == "delivered")))
+        assert len(delivered) == 1 and delivered[0].order_id == order.id
+        p.trail_checked_at = None
+        assert svc.due_trails(s) == []  # delivered: never asked again
+
+
+def test_a_platform_without_trails_is_asked_once(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    class NoTrail:
+        def logistics_trail(self, order_id: str, **kw: Any) -> None:
+            return None
+
+    class Down:
+        def logistics_trail(self, order_id: str, **kw: Any) -> None:
+            raise ConnectionError("platform unreachable")
+
+    now = datetime.now(UTC)
+    sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=2))
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    with erp_db.tenant_session(shop["tenant"].id) as s:
+        svc.process(s)
+        [parcel] = s.scalars(select(Parcel).where(Parcel.state == "reserved"))
+        svc.ship(s, parcel, tracking_no="SF8888888888", courier_code="SF")
+        run_due(s, erp_registry, erp_settings)
+        assert svc.refresh_trail(s, parcel, Down()) is False  # asked again later
+        assert parcel.trail_checked_at is not None and parcel.delivered_at is None
+        parcel.trail_checked_at = parcel.trail_checked_at - svc.TRAIL_EVERY
+        assert svc.due_trails(s) == [parcel]
+        assert svc.refresh_trail(s, parcel, NoTrail()) is False
+        assert svc.due_trails(s) == []  # the platform has none: not asked again
+        assert parcel.trail == []

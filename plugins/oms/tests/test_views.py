@@ -357,6 +357,31 @@ def test_the_order_page_shows_lines_amounts_parcels_and_timeline(client: Any, po
     assert "Unknown province: 火星" in bad
 
 
+def test_the_order_page_shows_the_couriers_trail(client: Any, pool: Pool, erp_db: Any) -> None:
+    page = client.get(f"/oms/orders/{pool.ids['shipped']}").text
+    assert "once the tracking number is sent to it" in _text(page)  # not asked yet
+    with erp_db.tenant_session(pool.tenant.id) as s:
+        [p] = s.scalars(select(Parcel).where(Parcel.order_id == pool.ids["shipped"]))
+        p.trail = [
+            {"at": "2026-11-11T09:00:00+08:00", "text": "已揽收", "action": "collected"},
+            {"at": "2026-11-12T15:30:00+08:00", "text": "快件已签收", "action": "delivered"},
+            {"at": "not a time", "text": "dropped", "action": ""},
+        ]
+        p.trail_courier = "顺丰速运"
+        p.trail_checked_at = p.shipped_at
+        parcel_id = p.id
+    page = client.get(f"/oms/orders/{pool.ids['shipped']}").text
+    trail = page.split(f'id="trail-{parcel_id}"')[1].split("</section>")[0]
+    assert "顺丰速运" in trail and "SF0000001" in trail
+    steps = re.findall(r'<li data-action="(\w*)">', trail)
+    assert steps == ["delivered", "collected"]  # newest first
+    assert "Delivered" in _text(trail) and "快件已签收" in trail and "dropped" not in trail
+    assert 'datetime="2026-11-12T15:30:00+08:00"' in trail
+    client.cookies.set("erp_locale", "zh_CN")
+    zh = client.get(f"/oms/orders/{pool.ids['shipped']}").text
+    assert "已签收" in zh.split(f'id="trail-{parcel_id}"')[1].split("</section>")[0]
+
+
 @pytest.fixture
 def writes(erp_db: Any) -> Iterator[list[str]]:
     """Statements that change an OMS or inventory table while the test runs."""
