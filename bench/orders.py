@@ -1,7 +1,7 @@
 """The order pipeline's throughput: ingest (de-dup) → review → route → reserve → ship → write
 back → ledger, on N normalized channel orders of 3 lines.
 
-    python bench/orders.py --n 1000 --mode batch [--db URL] [--page 100]
+    python bench/orders.py --n 1000 --mode batch [--db URL] [--page 100] [--workers W]
 
 ``batch`` takes orders the way a sync or a backfill delivers them: pages of ``--page`` orders,
 each page one transaction per stage. ``single`` takes one order per transaction, as pushed
@@ -9,6 +9,12 @@ messages arrive. Write-back goes to the Tmall sandbox served on loopback in this
 connector signs every call and the sandbox verifies it). Prints per-stage seconds and one line::
 
     RESULT bench=orders mode=batch n=1000 db=sqlite seconds=S orders_per_s=X
+
+With ``--workers W`` the pages (or single orders) are dealt round-robin to W worker processes,
+each with its own database connection, as W Celery workers would take them; the RESULT line then
+says ``workers=W`` and the stage times are summed over the workers. Compare W = 1 and 2 on
+PostgreSQL for the gain of a second worker (the machine has two cores; SQLite serializes
+writers).
 
 Without ``--db`` a fresh SQLite file in a temporary folder is used; a PostgreSQL URL must name a
 scratch database (the tenant it creates is left there).
@@ -157,9 +163,76 @@ def run(
             )
             svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=hooks)
     with db.tenant_session(tid) as s, st.stage("write-back"):
-        for p in s.scalars(select(Parcel).where(Parcel.writeback == "pending")):
+        for p in s.scalars(
+            select(Parcel).where(Parcel.writeback == "pending", Parcel.order_id.in_(ids))
+        ):
             svc.writeback(s, p, channel)
     return res.reserved
+
+
+def run_workers(
+    url: str,
+    settings: Any,
+    registry: Any,
+    tid: int,
+    account_id: int,
+    todo: list[Any],
+    size: int,
+    workers: int,
+) -> tuple[int, float, dict[str, float]]:
+    """The orders dealt round-robin in pages to ``workers`` processes (as Celery workers take
+    tasks), each with its own connection; (orders reserved, wall seconds, stage seconds summed
+    over the workers)."""
+    import multiprocessing
+
+    from erp_connector_tmall.channel import TmallChannel
+
+    from erp_core.channels import service as chsvc
+    from erp_core.channels.models import ChannelAccount
+    from erp_core.db.session import Database
+
+    pages = [todo[i : i + size] for i in range(0, len(todo), size)]
+    shares = [pages[w::workers] for w in range(workers)]
+    ctx = multiprocessing.get_context("fork")  # settings, registry and closures are inherited
+    ready = ctx.Barrier(workers + 1)
+    results: Any = ctx.Queue()
+
+    def work(share: list[list[Any]]) -> None:
+        try:
+            db = Database(url)
+            db.registry = registry
+            with db.tenant_session(tid) as s:
+                account = s.get(ChannelAccount, account_id)
+                ctx_ = chsvc.account_context(s, account, settings)
+            channel = TmallChannel(ctx_, limiter=False)
+            st = Stages()
+            ready.wait()
+            done = sum(
+                run(db, registry, settings, tid, account_id, page, st, channel) for page in share
+            )
+            db.dispose()
+            results.put((done, dict(st.seconds), ""))
+        except BaseException as exc:
+            ready.abort()
+            results.put((0, {}, repr(exc)))
+
+    procs = [ctx.Process(target=work, args=(share,)) for share in shares]
+    for proc in procs:
+        proc.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    outcomes = [results.get() for _ in procs]
+    seconds = time.perf_counter() - t0
+    for proc in procs:
+        proc.join()
+    errors = [e for _, _, e in outcomes if e]
+    if errors:
+        raise SystemExit(f"{len(errors)} worker(s) failed: {errors[0]}")
+    stages: dict[str, float] = defaultdict(float)
+    for _, st, _ in outcomes:
+        for k, v in st.items():
+            stages[k] += v
+    return sum(n for n, _, _ in outcomes), seconds, stages
 
 
 def main() -> int:
@@ -168,6 +241,12 @@ def main() -> int:
     ap.add_argument("--mode", choices=("batch", "single"), default="batch")
     ap.add_argument("--page", type=int, default=100, help="orders per transaction in batch mode")
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run in this many worker processes (pages dealt round-robin); 0: in this process",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("erp_core.channels.http").setLevel(logging.ERROR)
@@ -190,23 +269,31 @@ def main() -> int:
         todo = orders(box, channel, args.n)
         st = Stages()
         size = args.page if args.mode == "batch" else 1
-        t0 = time.perf_counter()
-        reserved = 0
-        for i in range(0, len(todo), size):
-            reserved += run(
-                db, registry, settings, tid, account_id, todo[i : i + size], st, channel
-            )
-        seconds = time.perf_counter() - t0
         kind = db.engine.dialect.name
+        if args.workers > 0:
+            db.dispose()  # no pooled connection may be inherited by the workers
+            reserved, seconds, stages = run_workers(
+                url, settings, registry, tid, account_id, todo, size, args.workers
+            )
+            st.seconds.update(stages)
+        else:
+            t0 = time.perf_counter()
+            reserved = 0
+            for i in range(0, len(todo), size):
+                reserved += run(
+                    db, registry, settings, tid, account_id, todo[i : i + size], st, channel
+                )
+            seconds = time.perf_counter() - t0
         if reserved != args.n:
             print(f"only {reserved} of {args.n} orders were reserved", file=sys.stderr)
             return 1
         for name, secs in st.seconds.items():
             print(f"stage {name}: {secs:.2f} s ({secs / args.n * 1000:.2f} ms/order)")
         print(f"ship-back calls accepted by the sandbox: {len(box.shipments())}")
+        workers = f" workers={args.workers}" if args.workers else ""
         print(
-            f"RESULT bench=orders mode={args.mode} n={args.n} db={kind} seconds={seconds:.2f} "
-            f"orders_per_s={args.n / seconds:.1f}"
+            f"RESULT bench=orders mode={args.mode} n={args.n} db={kind}{workers} "
+            f"seconds={seconds:.2f} orders_per_s={args.n / seconds:.1f}"
         )
         db.dispose()
     return 0

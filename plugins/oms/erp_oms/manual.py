@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from erp_core.channels.types import Address, OrderLine, OrderStatus
 from erp_core.channels.types import Order as ChannelOrder
+from erp_core.i18n import N_
 from erp_core.inventory.models import Sku
 from erp_oms import service as svc
 from erp_oms.models import OPEN_STATES, Order
@@ -70,7 +71,7 @@ def create_manual(session: Session, data: dict[str, Any], *, actor: str) -> Orde
     )
     row = svc.ingest(session, None, "", order)
     row.source = "manual"
-    svc.event(session, row, "created", "entered by hand", actor=actor)
+    svc.event(session, row, "created", N_("entered by hand"), actor=actor)
     session.flush()
     return row
 

@@ -72,6 +72,9 @@ class Order(TenantScoped, Base):
     raw_status: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     platform_modified_at: Mapped[datetime | None] = mapped_column(nullable=True)
     hold_reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    #: ``hold_reason`` as a translatable message (msgid and parameters), so that each person
+    #: reads it in their language; None for a reason typed by a person.
+    hold_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     hold_code: Mapped[str] = mapped_column(String(32), nullable=False, default="")
     tags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     buyer_id: Mapped[str] = mapped_column(String(128), nullable=False, default="")

@@ -23,6 +23,8 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from types import MappingProxyType
 from typing import Protocol
 
+from erp_core.i18n import N_
+
 __all__ = [
     "ANY_REGION",
     "BUILTIN_STRATEGIES",
@@ -414,7 +416,7 @@ def route(
     if not candidates:
         return NoRoute(
             reason_code="no_coverage",
-            reason=f"no active warehouse delivers to province {province}",
+            reason=N_("no active warehouse delivers to province %(province)s", province=province),
         )
 
     picked = chosen.pick(ordered, province, candidates, tuple(rates))
@@ -431,14 +433,17 @@ def route(
         if short:
             return NoRoute(
                 reason_code="no_stock",
-                reason="not enough stock in warehouses delivering to "
-                f"{province}: " + "; ".join(text for _, text in short),
+                reason=N_(
+                    "not enough stock in warehouses delivering to %(province)s: %(short)s",
+                    province=province,
+                    short="; ".join(text for _, text in short),
+                ),
                 sku_ids=tuple(sku for sku, _ in short),
             )
         if not allow_split:
             return NoRoute(
                 reason_code="split_needed",
-                reason="no single warehouse holds every line in full and splitting is off",
+                reason=N_("no single warehouse holds every line in full and splitting is off"),
             )
         assignments = _greedy_split(ordered, candidates)
 

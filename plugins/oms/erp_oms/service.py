@@ -26,6 +26,7 @@ from erp_core.channels.types import Order as ChannelOrder
 from erp_core.db.base import utcnow
 from erp_core.db.session import session_tenant
 from erp_core.db.types import Quantity
+from erp_core.i18n import N_, Message
 from erp_core.inventory import service as inv
 from erp_core.inventory.errors import ShortageError
 from erp_core.inventory.models import Quant, Sku, Warehouse
@@ -88,7 +89,48 @@ def event(
     actor: str = "",
     **data: Any,
 ) -> None:
-    session.add(Event(order_id=order.id, kind=kind, message=message, data=data, actor=actor))
+    """A step on the order's timeline. A ``Message`` (``N_(...)``) is kept translatable too
+    (``data["_msg"]``), so that the page shows it in the reader's language."""
+    stored = dump_message(message)
+    if stored is not None:
+        data["_msg"] = stored
+    session.add(
+        Event(order_id=order.id, kind=kind, message=str(message)[:2000], data=data, actor=actor)
+    )
+
+
+def dump_message(message: object) -> dict[str, Any] | None:
+    """A ``Message`` as JSON (msgid and parameters, nested messages too); None for plain
+    text."""
+    if not isinstance(message, Message):
+        return None
+    params: dict[str, Any] = {}
+    for key, value in message.params.items():
+        nested = dump_message(value)
+        if nested is not None:
+            params[key] = nested
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            params[key] = value
+        else:
+            params[key] = str(value)
+    return {"id": message.msgid, "params": params}
+
+
+def load_message(stored: Any, fallback: str) -> str:
+    """The message :func:`dump_message` kept (to be translated with ``|t``), or ``fallback``
+    when there is none or it no longer fits its parameters."""
+    msgid = stored.get("id") if isinstance(stored, dict) else None
+    if not isinstance(msgid, str):
+        return fallback
+    raw = stored.get("params")
+    params = {
+        k: load_message(v, "") if isinstance(v, dict) else v
+        for k, v in (raw.items() if isinstance(raw, dict) else ())
+    }
+    try:
+        return Message(msgid, **params)
+    except (KeyError, TypeError, ValueError):
+        return fallback
 
 
 def settings_of(session: Session) -> Setting:
@@ -238,10 +280,10 @@ def _create(session: Session, account_id: int | None, connector: str, order: Cha
     )
     if order.status.value in CLOSING:
         row.status = "cancelled"
-        event(session, row, "cancelled", "closed at the platform before it reached us")
+        event(session, row, "cancelled", N_("closed at the platform before it reached us"))
     elif order.status in (OrderStatus.SHIPPED, OrderStatus.COMPLETED):
         row.status = "completed" if order.status is OrderStatus.COMPLETED else "shipped"
-        event(session, row, "shipped", "shipped outside the ERP (as the platform reports it)")
+        event(session, row, "shipped", N_("shipped outside the ERP (as the platform reports it)"))
     return row
 
 
@@ -252,7 +294,7 @@ def _update(session: Session, row: Order, order: ChannelOrder) -> None:
     if row.status == "held" and row.hold_code == "address" and row.address_key != address_before:
         # the buyer corrected the address at the platform: review it again
         row.status, row.hold_code, row.hold_reason = "new", "", ""
-        event(session, row, "address", "changed at the platform: reviewed again")
+        event(session, row, "address", N_("changed at the platform: reviewed again"))
     lines = {
         ln.line_id: ln
         for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == row.id))
@@ -273,7 +315,7 @@ def _update(session: Session, row: Order, order: ChannelOrder) -> None:
         cancel(session, row, "closed at the platform")
     elif row.platform_status == OrderStatus.COMPLETED.value and row.status == "shipped":
         row.status = "completed"
-        event(session, row, "completed", "the buyer received it")
+        event(session, row, "completed", N_("the buyer received it"))
     refunding = any(
         LineRefundStatus(ln.refund_status)
         in (LineRefundStatus.REQUESTED, LineRefundStatus.WAITING_RETURN)
@@ -299,9 +341,14 @@ def on_refund(session: Session, account_id: int, refund: Refund) -> Order | None
     row.refund_state = refund.status.value
     if row.status in OPEN_STATES:
         if refund.status in REFUND_OPEN and row.hold_code != "refund":
-            intercept(session, row, f"refund {refund.refund_id} requested before shipping")
+            why = N_("refund %(refund)s requested before shipping", refund=refund.refund_id)
+            intercept(session, row, why)
         elif refund.status is RefundStatus.REFUNDED:
-            cancel(session, row, f"refund {refund.refund_id} paid before shipping")
+            cancel(
+                session,
+                row,
+                N_("refund %(refund)s paid before shipping", refund=refund.refund_id),
+            )
         elif refund.status in REFUND_OVER and row.hold_code == "refund":
             row.status, row.hold_code, row.hold_reason = "new", "", ""
             event(session, row, "released", f"refund {refund.refund_id} {refund.status.value}")
@@ -342,7 +389,8 @@ def _drop_parcels(session: Session, row: Order) -> None:
 def intercept(session: Session, row: Order, why: str) -> None:
     """Stop an unshipped order for a refund: release its stock, cancel its pick, hold it."""
     _drop_parcels(session, row)
-    row.status, row.hold_code, row.hold_reason = "held", "refund", why
+    row.status, row.hold_code, row.hold_reason = "held", "refund", str(why)[:2000]
+    row.hold_detail = dump_message(why)
     row.updated_at = utcnow()
     event(session, row, "intercepted", why)
 
@@ -515,9 +563,21 @@ def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[Orde
 
 
 def hold(session: Session, row: Order, code: str, reason: str, *, actor: str = "") -> None:
-    row.status, row.hold_code, row.hold_reason = "held", code, reason[:2000]
+    """Hold the order for a person, with ``reason`` (a ``Message`` stays translatable)."""
+    row.status, row.hold_code, row.hold_reason = "held", code, str(reason)[:2000]
+    row.hold_detail = dump_message(reason)
     row.updated_at = utcnow()
     event(session, row, "held", reason, actor=actor, code=code)
+
+
+def _join(reasons: Sequence[str]) -> str:
+    """Several reasons as one (translatable when they are)."""
+    if len(reasons) == 1:
+        return reasons[0]
+    out = reasons[0]
+    for r in reasons[1:]:
+        out = N_("%(first)s; %(next)s", first=out, next=r)
+    return out
 
 
 def process(
@@ -554,11 +614,11 @@ def process(
             o.tags = sorted(set(o.tags or []) | set(out.tags))
         if out.action == "hold":
             code = _hold_code(out, rules, lines[o.id])
-            hold(session, o, code, "; ".join(out.reasons), actor=actor)
+            hold(session, o, code, _join(out.reasons), actor=actor)
             res.held += 1
             continue
         o.status = "reviewed"
-        event(session, o, "reviewed", ", ".join(out.tags) or "passed", actor=actor)
+        event(session, o, "reviewed", ", ".join(out.tags) or N_("passed"), actor=actor)
         res.reviewed += 1
 
     ready = [o for o in orders if o.status == "reviewed"]
@@ -586,7 +646,8 @@ def _reserve_and_ship(
             res.reserved += 1
         except ShortageError as exc:
             _drop_parcels(session, o)
-            hold(session, o, "stock", f"stock ran short while reserving: {exc}", actor=actor)
+            why = N_("stock ran short while reserving: %(shortage)s", shortage=exc)
+            hold(session, o, "stock", why, actor=actor)
             res.held += 1
     if cfg.auto_ship:
         for o in [o for o in orders if o.status == "reserved"]:
@@ -596,7 +657,7 @@ def _reserve_and_ship(
                 )
             )
             if any(not p.courier_code for p in parcels):
-                event(session, o, "waiting", "no courier rate matched: ship it by hand")
+                event(session, o, "waiting", N_("no courier rate matched: ship it by hand"))
                 continue
             for p in parcels:
                 ship(session, p, tracking_no=_auto_tracking(p), hooks=hooks, actor=actor)
@@ -649,13 +710,18 @@ def _merge(
             other = by_id[oid]
             other.merged_into_id = head.id
             event(
-                session, other, "merged", f"merged into order {head.id}", actor=actor, into=head.id
+                session,
+                other,
+                "merged",
+                N_("merged into order %(order)s", order=head.id),
+                actor=actor,
+                into=head.id,
             )
             event(
                 session,
                 head,
                 "merged",
-                f"order {other.id} merged into this one",
+                N_("order %(order)s merged into this one", order=other.id),
                 actor=actor,
                 merged=other.id,
             )
@@ -715,7 +781,7 @@ def _route(
         if ln.sku_id is not None and ln.refund_status in ("none", "closed", "refused")
     ]
     if not mine:
-        hold(session, o, "review", "nothing left to ship", actor=actor)
+        hold(session, o, "review", N_("nothing left to ship"), actor=actor)
         return False
     stock = stock_by_warehouse(session, (ln.sku_id for ln in mine if ln.sku_id is not None))
     options = [
@@ -771,7 +837,12 @@ def _route(
         session,
         o,
         "split" if plan.split else "routed",
-        f"{len(plan.parcels)} parcel(s): {where} ({plan.strategy})",
+        N_(
+            "%(n)s parcel(s): %(where)s (%(strategy)s)",
+            n=len(plan.parcels),
+            where=where,
+            strategy=plan.strategy,
+        ),
         actor=actor,
         notes=list(plan.notes),
     )
@@ -804,7 +875,7 @@ def reserve(session: Session, o: Order, *, hooks: Any = None) -> None:
         p.state = "reserved"
     o.status = "reserved"
     o.updated_at = utcnow()
-    event(session, o, "reserved", f"{len(parcels)} parcel(s)")
+    event(session, o, "reserved", N_("%(n)s parcel(s)", n=len(parcels)))
 
 
 # --- people's actions ----------------------------------------------------------------------------
@@ -828,7 +899,7 @@ def release(session: Session, orders: Sequence[Order], *, actor: str) -> list[st
             continue
         o.status, o.hold_code, o.hold_reason = "reviewed", "", ""
         o.updated_at = utcnow()
-        event(session, o, "released", "released by a person", actor=actor)
+        event(session, o, "released", N_("released by a person"), actor=actor)
     return problems
 
 
@@ -919,7 +990,12 @@ def ship(
         session,
         order,
         "shipped",
-        f"parcel {parcel.id}: {parcel.courier_code} {tracking_no}",
+        N_(
+            "parcel %(parcel)s: %(courier)s %(tracking)s",
+            parcel=parcel.id,
+            courier=parcel.courier_code,
+            tracking=tracking_no,
+        ),
         actor=actor,
         parcel=parcel.id,
     )
@@ -936,7 +1012,8 @@ def ship(
             o.updated_at = utcnow()
             post_revenue(session, o)
             if o is not order:
-                event(session, o, "shipped", f"with order {order.id}", actor=actor)
+                with_order = N_("with order %(order)s", order=order.id)
+                event(session, o, "shipped", with_order, actor=actor)
         caller = getattr(hooks, "oms_order_shipped", None)
         if caller is not None:
             for o in members:
@@ -1173,7 +1250,7 @@ def refresh_trail(session: Session, parcel: Parcel, channel: Any) -> bool:
             session,
             order,
             "delivered",
-            f"parcel {parcel.id}: {trail.steps[-1].description}"[:500],
+            N_("parcel %(parcel)s: %(step)s", parcel=parcel.id, step=trail.steps[-1].description),
             parcel=parcel.id,
         )
     return True

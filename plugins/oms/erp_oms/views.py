@@ -426,7 +426,8 @@ def process_orders(db: Session, principal: Principal, hooks: Any, orders: Sequen
         if o.status == "new" and o.platform_status not in svc.PROCESSABLE:
             problems.append(Problem.of(o, N_("it waits for the buyer's payment")))
         elif o.status == "held":
-            problems.append(Problem.of(o, N_("held: %(reason)s", reason=o.hold_reason)))
+            reason = svc.load_message(o.hold_detail, o.hold_reason)
+            problems.append(Problem.of(o, N_("held: %(reason)s", reason=reason)))
     if res is None:
         return Done(N_("No order could be processed."), problems)
     return Done(
@@ -454,7 +455,7 @@ def _back_to_review(db: Session, principal: Principal) -> int:
         if unmapped.get(o.id):
             continue
         o.status, o.hold_code, o.hold_reason = "new", "", ""
-        svc.event(db, o, "review_again", "every SKU mapped", actor=actor_of(principal))
+        svc.event(db, o, "review_again", N_("every SKU mapped"), actor=actor_of(principal))
         n += 1
     db.flush()
     return n
@@ -660,6 +661,7 @@ ORDER_QUERY = select(
     Order.tags.label("tags"),
     Order.hold_code.label("hold_code"),
     Order.hold_reason.label("hold_reason"),
+    Order.hold_detail.label("hold_detail"),
     Order.ordered_at.label("ordered_at"),
     Order.created_at.label("created_at"),
     Order.merged_into_id.label("merged_into_id"),
@@ -690,7 +692,11 @@ ORDER_COLUMNS = (
     Column(key="total_paid", title=N_("Paid"), value=lambda r: r.total_paid),
     Column(key="tags", title=N_("Tags"), value=lambda r: list(r.tags or [])),
     Column(key="hold_code", title=N_("Exception"), value=_hold_title),
-    Column(key="hold_reason", title=N_("Hold reason"), value=lambda r: r.hold_reason),
+    Column(
+        key="hold_reason",
+        title=N_("Hold reason"),
+        value=lambda r: svc.load_message(r.hold_detail, r.hold_reason),
+    ),
     Column(key="ordered_at", title=N_("Ordered at"), value=lambda r: r.ordered_at),
     Column(
         key="received",
@@ -867,6 +873,8 @@ def _exceptions_extra(
         "items_of": lambda rows: _items(db, locale, rows, errors, forms),
         "money": money_in(locale),
         "hold_titles": HOLD_TITLES,
+        "hold_text": _hold_text,
+        "event_text": _event_text,
         "scope_choices": SCOPE_CHOICES,
     }
 
@@ -984,6 +992,15 @@ def _map_sku(request: Request, db: Session, principal: Principal, form: Any) -> 
 # --- one order -----------------------------------------------------------------------------------
 
 
+def _hold_text(row: Any) -> str:
+    """An order's (or a list row's) hold reason, translatable when it was made so."""
+    return svc.load_message(getattr(row, "hold_detail", None), row.hold_reason)
+
+
+def _event_text(ev: Event) -> str:
+    return svc.load_message((ev.data or {}).get("_msg"), ev.message)
+
+
 @dataclass
 class TrailStep:
     at: datetime
@@ -1086,6 +1103,8 @@ def _order_ctx(
         "status_titles": STATUS_TITLES,
         "platform_titles": PLATFORM_TITLES,
         "hold_titles": HOLD_TITLES,
+        "hold_text": _hold_text,
+        "event_text": _event_text,
         "parcel_titles": PARCEL_TITLES,
         "writeback_titles": WRITEBACK_TITLES,
         "trail_titles": TRAIL_TITLES,

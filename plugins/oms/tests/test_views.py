@@ -357,6 +357,23 @@ def test_the_order_page_shows_lines_amounts_parcels_and_timeline(client: Any, po
     assert "Unknown province: 火星" in bad
 
 
+def test_stored_reasons_and_timeline_texts_are_shown_in_the_readers_language(
+    client: Any, pool: Pool
+) -> None:
+    en = client.get(f"/oms/orders/{pool.ids['reserved']}").text
+    timeline = _text(en.split('id="order-timeline"')[1])
+    assert "passed" in timeline and "1 parcel(s)" in timeline
+    assert "SKU not mapped: NOPE-1" in _text(client.get(f"/oms/orders/{pool.ids['unmapped']}").text)
+    client.cookies.set("erp_locale", "zh_CN")
+    zh = client.get(f"/oms/orders/{pool.ids['reserved']}").text
+    timeline = _text(zh.split('id="order-timeline"')[1])
+    assert "通过" in timeline and "1 个包裹" in timeline and "parcel(s)" not in timeline
+    held = _text(client.get(f"/oms/orders/{pool.ids['unmapped']}").text)
+    assert "NOPE-1" in held and "SKU not mapped" not in held
+    queue = _text(client.get("/oms/exceptions").text)
+    assert "NOPE-1" in queue and "SKU not mapped" not in queue
+
+
 def test_the_order_page_shows_the_couriers_trail(client: Any, pool: Pool, erp_db: Any) -> None:
     page = client.get(f"/oms/orders/{pool.ids['shipped']}").text
     assert "once the tracking number is sent to it" in _text(page)  # not asked yet
