@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, bindparam, case, func, or_, select, text, type_coerce, update
@@ -364,7 +364,7 @@ def get_sku(session: Session, ref: SkuRef) -> Sku:
             raise InventoryError(f"unknown SKU {ref.code!r}")
         return ref
     if isinstance(ref, int) and not isinstance(ref, bool):
-        sku = session.get(Sku, ref) if 0 < ref < 2**63 else None
+        sku = _held(session, Sku, ref, tid) if 0 < ref < 2**63 else None
         if sku is None:
             raise InventoryError(f"unknown SKU id {ref}")
         return sku
@@ -384,7 +384,7 @@ def get_warehouse(session: Session, ref: WarehouseRef) -> Warehouse:
             raise InventoryError(f"unknown warehouse {ref.code!r}")
         return ref
     if isinstance(ref, int) and not isinstance(ref, bool):
-        wh = session.get(Warehouse, ref) if 0 < ref < 2**63 else None
+        wh = _held(session, Warehouse, ref, tid) if 0 < ref < 2**63 else None
         if wh is None:
             raise InventoryError(f"unknown warehouse id {ref}")
         return wh
@@ -404,7 +404,7 @@ def get_location(session: Session, ref: LocationRef) -> Location:
             raise InventoryError(f"unknown location {ref.path!r}")
         return ref
     if isinstance(ref, int) and not isinstance(ref, bool):
-        loc = session.get(Location, ref) if 0 < ref < 2**63 else None
+        loc = _held(session, Location, ref, tid) if 0 < ref < 2**63 else None
         if loc is None:
             raise InventoryError(f"unknown location id {ref}")
         return loc
@@ -462,6 +462,23 @@ def get_move(session: Session, ref: MoveRef) -> Move:
     if move is None:
         raise InventoryError(f"unknown move id {move_id}")
     return move
+
+
+_T = TypeVar("_T", Sku, Warehouse, Location)
+#: ``Session.info`` key: master data the service read in this session, held strongly (the
+#: session's identity map holds objects only weakly, so each look-up by id would otherwise be
+#: a query again as soon as the caller let go of the object).
+_HELD = "erp_inv_held"
+
+
+def _held(session: Session, cls: type[_T], ident: int, tid: int) -> _T | None:
+    """``session.get(cls, ident)`` of the tenant ``tid`` (None for another tenant's row, even
+    one the identity map still holds), kept for the session's later look-ups."""
+    obj = session.get(cls, ident)
+    if obj is None or obj.tenant_id not in (None, tid):
+        return None
+    session.info.setdefault(_HELD, {})[(cls, ident)] = obj
+    return obj
 
 
 def virtual_location(session: Session, usage: str) -> Location:
@@ -780,7 +797,7 @@ class _Op:
         self.undo.clear()
 
     def location(self, loc_id: int) -> Location:
-        loc = self.session.get(Location, loc_id)
+        loc = _held(self.session, Location, loc_id, self.tid)
         assert loc is not None
         return loc
 
@@ -1521,7 +1538,7 @@ def _load(op: _Op, ids: list[int]) -> list[_Row]:
     rows = []
     for i in ids:
         r = found[i]
-        sku = op.session.get(Sku, r.sku_id)
+        sku = _held(op.session, Sku, r.sku_id, op.tid)
         assert sku is not None
         rows.append(
             _Row(
@@ -1663,7 +1680,7 @@ def reserve_move(
             raise InventoryConflict(f"move {row.id} is {row.state}; only a draft move is reserved")
         ids = _reserve_row(op, row, strategy, allow_partial)
         _finish(op)
-    return [get_move(session, i) for i in ids]
+    return _fresh_moves(session, list(ids))
 
 
 def release(
@@ -1685,7 +1702,7 @@ def release(
         state = "draft" if keep_move else "cancelled"
         _set_moves(op, [r.id for r in rows], state=state, reserved=Decimal(0))
         _finish(op)
-    return [get_move(session, r.id) for r in rows]
+    return _fresh_moves(session, [r.id for r in rows])
 
 
 def _unreserve(op: _Op, rows: Sequence[_Row]) -> None:
@@ -1724,7 +1741,7 @@ def cancel(
         _unreserve(op, [r for r in live if r.state == "reserved"])
         _set_moves(op, [r.id for r in live], state="cancelled", reserved=Decimal(0))
         _finish(op)
-    return [get_move(session, r.id) for r in rows]
+    return _fresh_moves(session, [r.id for r in rows])
 
 
 def complete(
@@ -1767,7 +1784,14 @@ def complete(
                 done.append(r)
         _apply_done(op, done)
         _finish(op)
-    return [get_move(session, r.id) for r in done]
+    return _fresh_moves(session, [r.id for r in done])
+
+
+def _fresh_moves(session: Session, ids: list[int]) -> list[Move]:
+    """The moves ``ids``, freshly read in one query, in that order."""
+    stmt = select(Move).where(Move.id.in_(ids)).execution_options(populate_existing=True)
+    found = {m.id: m for m in session.scalars(stmt)}
+    return [found[i] for i in ids]
 
 
 def _apply_done(op: _Op, rows: Sequence[_Row]) -> None:
@@ -1881,7 +1905,7 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
             wh_side = r.dst if r.dst.owned else r.src
             wh_code = None
             if wh_side.warehouse_id is not None:
-                wh = op.session.get(Warehouse, wh_side.warehouse_id)
+                wh = _held(op.session, Warehouse, wh_side.warehouse_id, op.tid)
                 wh_code = wh.code if wh is not None else None
             if amount != 0:
                 op.valued.append(
@@ -1975,7 +1999,7 @@ def receive(
     before = _existing(op, key)
     if before:
         _same_call(before, s, "receipt")
-        return [get_move(session, r.id) for r in before]
+        return _fresh_moves(session, [r.id for r in before])
     # lots and serial numbers, validated before anything is written
     specs: list[tuple[str | None, Decimal]] = [(None, qty)]
     lot_expiry: date | None = None
@@ -2075,7 +2099,7 @@ def receive(
         ]
         _apply_done(op, rows)
         _finish(op)
-    return [get_move(session, i) for i in ids]
+    return _fresh_moves(session, list(ids))
 
 
 def transfer(
@@ -2295,13 +2319,13 @@ def scrap(
     before = _existing(op, key)
     if before:
         _same_call(before, s, "scrap")
-        return [get_move(session, r.id) for r in before]
+        return _fresh_moves(session, [r.id for r in before])
     dst = virtual_location(session, "scrap")
     with op.atomic():
         taken = _take(op, s, qty, loc, lot_ids=lot_ids, allow_expired=True, exact=True)
         ids = _out_moves(op, s, taken, dst, key, stype, sid, ref)
         _finish(op)
-    return [get_move(session, i) for i in ids]
+    return _fresh_moves(session, list(ids))
 
 
 def _out_moves(

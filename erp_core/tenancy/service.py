@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, update
@@ -219,9 +219,27 @@ class EnabledSet:
 _cache: dict[tuple[str, int], EnabledSet] = {}
 
 
-def enabled_plugins(session: Session, tenant_id: int) -> frozenset[str]:
-    """The plugins ``tenant_id`` has enabled: one indexed read of the epoch, cached rows."""
+#: ``Session.info`` key: (transaction, tenant id, plugin epoch) read in that transaction.
+_EPOCH_KEY = "erp_plugin_epoch"
+
+
+def _plugin_epoch(session: Session, tenant_id: int) -> int | None:
+    """The tenant's plugin epoch, read once per transaction (a transaction works with one
+    set of plugins; enabling or disabling one in it forgets what was read)."""
+    session.connection()  # begin the transaction, so that it can be told apart
+    txn = session.get_transaction()
+    held = session.info.get(_EPOCH_KEY)
+    if held is not None and held[0] is txn and held[1] == tenant_id:
+        return cast(int | None, held[2])
     epoch = session.scalar(select(Tenant.plugin_epoch).where(Tenant.id == tenant_id))
+    session.info[_EPOCH_KEY] = (txn, tenant_id, epoch)
+    return epoch
+
+
+def enabled_plugins(session: Session, tenant_id: int) -> frozenset[str]:
+    """The plugins ``tenant_id`` has enabled: one indexed read of the epoch (per
+    transaction), cached rows."""
+    epoch = _plugin_epoch(session, tenant_id)
     if epoch is None:
         return frozenset()
     key = (str(session.get_bind().engine.url), tenant_id)
@@ -256,6 +274,7 @@ def tenant_hooks(session: Session, tenant_id: int | None = None) -> Any:
 
 
 def _bump_epoch(session: Session, tenant_id: int) -> None:
+    session.info.pop(_EPOCH_KEY, None)
     session.execute(
         update(Tenant).where(Tenant.id == tenant_id).values(plugin_epoch=Tenant.plugin_epoch + 1)
     )

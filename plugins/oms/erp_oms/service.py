@@ -1033,6 +1033,9 @@ def ship_many(
     stock change is reported once for all of them (one channel stock-push mark), not per
     parcel. Stops at the first parcel that cannot ship (the caller rolls back)."""
     hooks = hooks_of(session, hooks)
+    # read the orders at once, and hold them while shipping (the identity map holds weakly)
+    order_ids = {parcel.order_id for parcel, _, _ in shipments}
+    held = list(session.scalars(select(Order).where(Order.id.in_(order_ids))))
     with inv.stock_change_batch(session):
         for parcel, tracking_no, courier in shipments:
             ship(
@@ -1043,13 +1046,18 @@ def ship_many(
                 hooks=hooks,
                 actor=actor,
             )
+    del held
 
 
 def _local_date(session: Session, when: datetime) -> date:
     from erp_core.tenancy.models import Tenant
 
-    tenant = session.get(Tenant, _tid(session))
-    zone = ZoneInfo((tenant.timezone if tenant else None) or "Asia/Shanghai")
+    tid = _tid(session)
+    zones: dict[int, ZoneInfo] = session.info.setdefault("oms_zone", {})
+    zone = zones.get(tid)
+    if zone is None:
+        tenant = session.get(Tenant, tid)
+        zone = zones[tid] = ZoneInfo((tenant.timezone if tenant else None) or "Asia/Shanghai")
     return _aware(when).astimezone(zone).date()
 
 
