@@ -112,7 +112,54 @@ def upgrade(settings: Settings, registry: PluginRegistry, engine: Engine) -> lis
         command.upgrade(cfg, "heads")
     if engine.dialect.name == "postgresql":
         apply_rls(engine)
+    if engine.dialect.name == "sqlite":
+        sqlite_planner_hints(engine)
     return sorted(applied(cfg, engine) - before)
+
+
+#: What ``sqlite_stat1`` says of an index on ``tenant_id`` alone: a million rows, every one of
+#: them sharing its tenant (the worst case, and nearly the truth on an embedded database).
+TENANT_INDEX_STAT = "1000000 1000000"
+
+
+def sqlite_planner_hints(engine: Engine) -> list[str]:
+    """Tell SQLite's query planner that an index on ``tenant_id`` alone selects nothing.
+
+    Without statistics SQLite guesses that any index equality narrows to a few rows, so a
+    query such as ``WHERE tenant_id = ? AND parcel_id = ?`` (every tenant-scoped query has
+    the first term) may walk the tenant's whole table through ``ix_..._tenant_id`` instead of
+    using the index on ``parcel_id``: a cost that grows with the table. This writes
+    ``sqlite_stat1`` rows for the indexes that start with ``tenant_id`` (the planner keeps its
+    defaults for the others); a later ``ANALYZE`` replaces them with measured ones, which say
+    the same.
+    Idempotent; returns the indexes written."""
+    done: list[str] = []
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE sqlite_schema")  # creates sqlite_stat1 when missing
+        indexes = conn.exec_driver_sql(
+            "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index'"
+        ).all()
+        for name, table in indexes:
+            cols = [r[2] for r in conn.exec_driver_sql(f'PRAGMA index_info("{name}")')]
+            if not cols or cols[0] != "tenant_id":
+                continue
+            unique = any(
+                r[1] == name and r[2] for r in conn.exec_driver_sql(f'PRAGMA index_list("{table}")')
+            )
+            # the tenant selects nothing; each further column narrows as the planner's default
+            # guess does (about ten rows), the last of a unique index to one
+            rest = ["10"] * (len(cols) - 1)
+            if unique and rest:
+                rest[-1] = "1"
+            stat = " ".join([TENANT_INDEX_STAT, *rest])
+            conn.exec_driver_sql(
+                "DELETE FROM sqlite_stat1 WHERE tbl = ? AND idx = ?", (table, name)
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", (table, name, stat)
+            )
+            done.append(name)
+    return done
 
 
 def downgrade_branch(

@@ -94,6 +94,7 @@ __all__ = [
     "get_sku",
     "get_warehouse",
     "location_tree",
+    "lock_stock",
     "lot_history",
     "receive",
     "release",
@@ -823,6 +824,33 @@ def _finish(op: _Op) -> None:
         hooks.erp_stock_changed(session=op.session, tenant_id=op.tid, changes=changes)
 
 
+def lock_stock(session: Session, sku_ids: Iterable[int]) -> None:
+    """Lock the stock rows of ``sku_ids`` (their quants in every warehouse, and their moving
+    average) until the transaction ends, in one fixed order (by SKU, then row).
+
+    For bulk work that touches many SKUs in one transaction, such as a page of orders reserved
+    or shipped: each service call locks what it changes when it changes it, so two such
+    transactions taking the same SKUs in different orders can deadlock on PostgreSQL (one is
+    then rolled back). Locking them all first, in the same order, makes the second wait for
+    the first instead. On SQLite it takes the database's write lock (writes are serialized
+    there anyway).
+    """
+    op = _Op(session, None)
+    ids = sorted({int(i) for i in sku_ids})
+    if not ids:
+        return
+    if not op.is_pg:
+        op.write_lock()
+        return
+    for table in (Q, VAL):
+        op.conn.execute(
+            select(table.c.id)
+            .where(table.c.tenant_id == op.tid, table.c.sku_id.in_(ids))
+            .order_by(table.c.sku_id, table.c.id)
+            .with_for_update()
+        )
+
+
 #: ``Session.info`` key of an open :func:`stock_change_batch`: [tenant id, hooks, pairs].
 _BATCH_KEY = "erp_inv_stock_batch"
 
@@ -1034,6 +1062,12 @@ def _delete_moves(op: _Op, ids: list[int]) -> None:
 def _existing(op: _Op, key: str | None) -> list[Any]:
     """Moves already made with idempotency key ``key`` (a repeated call)."""
     if key is None:
+        return []
+    # A call's first move carries ``key`` itself (see _keys), so an index look-up answers the
+    # common case, a new call; only a repeat reads its other parts (``key#2`` ...), with a
+    # LIKE that no index serves.
+    first = select(M.c.id).where(M.c.tenant_id == op.tid, M.c.idempotency_key == key)
+    if op.conn.execute(first).first() is None:
         return []
     stmt = (
         select(M)

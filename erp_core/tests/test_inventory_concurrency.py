@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text
 from erp_core.db.session import Database
 from erp_core.inventory import service as inv
 from erp_core.inventory.errors import ShortageError
-from erp_core.inventory.models import Move, Quant
+from erp_core.inventory.models import Move, Quant, Sku
 from erp_core.testing.inventory import invariant_violations
 
 PG_URL = os.environ.get("ERP_TEST_DATABASE_URL", "")
@@ -198,3 +198,79 @@ def test_postgres_reservation_that_loses_the_race_writes_nothing_and_reports_the
         [level] = inv.stock_levels(s, sku="ONE", group_by="sku")
         assert (level.on_hand, level.reserved) == (5, 5)
         assert invariant_violations(s) == []
+
+
+@needs_postgres
+@pytest.mark.postgres
+def test_lock_stock_makes_a_second_bulk_transaction_wait_instead_of_deadlocking(
+    erp_db, make_tenant
+):
+    """Two transactions reserving the same two SKUs in opposite orders would deadlock; with
+    ``lock_stock`` first (same order for both) the second waits for the first and both
+    succeed."""
+    assert erp_db.is_postgres
+    t = make_tenant("locks")
+    with erp_db.tenant_session(t.id) as s:
+        inv.create_warehouse(s, code="WH", name="Locks")
+        for code in ("A", "B"):
+            inv.create_sku(s, code=code, name=code)
+            inv.receive(s, code, 10, warehouse="WH", unit_cost="1")
+        ids = {k.code: k.id for k in s.scalars(select(Sku))}
+    db = Database(erp_db.url, pool_size=3, max_overflow=0)
+    first_locked = threading.Event()
+    second_pid: list[int] = []
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with db.tenant_session(t.id) as s2:
+                second_pid.append(int(s2.scalar(select(func.pg_backend_pid())) or 0))
+                first_locked.wait(10)
+                inv.lock_stock(s2, [ids["B"], ids["A"]])
+                inv.reserve(s2, "B", 1, warehouse="WH")
+                inv.reserve(s2, "A", 1, warehouse="WH")
+        except BaseException as exc:  # pragma: no cover - the failure this test exists for
+            errors.append(exc)
+
+    try:
+        with db.tenant_session(t.id) as s1:
+            inv.lock_stock(s1, [ids["A"], ids["B"]])
+            inv.reserve(s1, "A", 1, warehouse="WH")
+            th = threading.Thread(target=second)
+            th.start()
+            first_locked.set()
+            with erp_db.engine.connect() as probe:
+                for _ in range(200):
+                    waiting = (
+                        second_pid
+                        and probe.execute(
+                            text("SELECT cardinality(pg_blocking_pids(:pid)) > 0"),
+                            {"pid": second_pid[0]},
+                        ).scalar()
+                    )
+                    if waiting:
+                        break
+                    time.sleep(0.05)
+                assert waiting, "the second transaction did not wait for the first's locks"
+            inv.reserve(s1, "B", 1, warehouse="WH")  # would deadlock without lock_stock
+        th.join(20)
+    finally:
+        db.dispose()
+    assert errors == []
+    with erp_db.tenant_session(t.id) as s:
+        for code in ("A", "B"):
+            [level] = inv.stock_levels(s, sku=code, group_by="sku")
+            assert level.reserved == 2
+
+
+def test_lock_stock_on_sqlite_takes_the_write_lock(erp_db, make_tenant):
+    if erp_db.is_postgres:
+        pytest.skip("the SQLite variant")
+    t = make_tenant("locks-sqlite")
+    with erp_db.tenant_session(t.id) as s:
+        inv.create_warehouse(s, code="WH", name="Locks")
+        sku = inv.create_sku(s, code="A", name="A")
+    with erp_db.tenant_session(t.id) as s:
+        inv.lock_stock(s, [])  # nothing to lock: no transaction needed
+        inv.lock_stock(s, [sku.id])
+        assert s.connection().connection.driver_connection.in_transaction

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -76,3 +77,25 @@ def test_kernel_branch_cannot_be_downgraded_alone(erp_db, erp_settings, erp_regi
         downgrade_branch(erp_settings, erp_registry, erp_db.engine, "core")
     with pytest.raises(MigrationError, match="not installed"):
         downgrade_branch(erp_settings, erp_registry, erp_db.engine, "nope")
+
+
+def test_sqlite_planner_does_not_walk_a_tenant_through_its_tenant_index(erp_db):
+    """Every tenant-scoped query has ``tenant_id = ?``; without statistics SQLite would take
+    the index on ``tenant_id`` for it and read the tenant's whole table (a cost growing with
+    the data) instead of the primary key or the other column's index."""
+    if erp_db.is_postgres:
+        pytest.skip("SQLite's planner; PostgreSQL keeps statistics of its own")
+    with erp_db.engine.connect() as conn:
+        stats = dict(conn.exec_driver_sql("SELECT idx, stat FROM sqlite_stat1").all())
+        assert stats["ix_inv_move_tenant_id_created_at"] == "1000000 1000000 10 10"
+        plans = {
+            sql: " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            for sql in (
+                "SELECT * FROM inv_move WHERE tenant_id = 1 AND id IN (1, 2, 3)",
+                "UPDATE inv_move SET state = 'done' WHERE tenant_id = 1 AND id IN (1, 2)",
+                "SELECT id FROM inv_move WHERE tenant_id = 1 AND idempotency_key = 'k'",
+                "SELECT * FROM oms_parcel_line WHERE tenant_id = 1 AND parcel_id = 5",
+            )
+        }
+    for sql, plan in plans.items():
+        assert "(tenant_id=?)" not in plan, (sql, plan)

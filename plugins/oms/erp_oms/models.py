@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -55,6 +56,12 @@ class Order(TenantScoped, Base):
         UniqueConstraint("tenant_id", "channel_account_id", "platform_order_id"),
         Index("ix_oms_order_tenant_status_id", "tenant_id", "status", "id"),
         Index("ix_oms_order_tenant_buyer", "tenant_id", "channel_account_id", "buyer_key"),
+        Index(
+            "ix_oms_order_merged_into",
+            "merged_into_id",
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+            sqlite_where=text("merged_into_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -639,7 +639,11 @@ def process(
 def _reserve_and_ship(
     session: Session, orders: list[Order], cfg: Setting, res: Result, hooks: Any, actor: str
 ) -> None:
-    for o in [o for o in orders if o.status == "routed"]:
+    routed = [o for o in orders if o.status == "routed"]
+    if len(routed) > 1:  # a page of orders: lock its SKUs' stock first, in one order
+        planned = (Parcel.order_id.in_([o.id for o in routed]), Parcel.state == "planned")
+        inv.lock_stock(session, _parcel_sku_ids(session, *planned))
+    for o in routed:
         try:
             with session.begin_nested():
                 reserve(session, o, hooks=hooks)
@@ -662,6 +666,18 @@ def _reserve_and_ship(
             for p in parcels:
                 ship(session, p, tracking_no=_auto_tracking(p), hooks=hooks, actor=actor)
             res.shipped += 1
+
+
+def _parcel_sku_ids(session: Session, *where: Any) -> list[int]:
+    """The SKUs of the lines of the parcels ``where`` selects (merged orders' lines too)."""
+    rows = session.scalars(
+        select(OrderLine.sku_id)
+        .join(ParcelLine, ParcelLine.order_line_id == OrderLine.id)
+        .join(Parcel, Parcel.id == ParcelLine.parcel_id)
+        .where(*where, OrderLine.sku_id.is_not(None))
+        .distinct()
+    )
+    return [i for i in rows if i is not None]
 
 
 #: The exception queue's groups, by the kind of the rule that held an order.
@@ -1036,6 +1052,9 @@ def ship_many(
     # read the orders at once, and hold them while shipping (the identity map holds weakly)
     order_ids = {parcel.order_id for parcel, _, _ in shipments}
     held = list(session.scalars(select(Order).where(Order.id.in_(order_ids))))
+    if len(shipments) > 1:  # lock the parcels' SKUs' stock first, in one order
+        parcel_ids = [p.id for p, _, _ in shipments]
+        inv.lock_stock(session, _parcel_sku_ids(session, Parcel.id.in_(parcel_ids)))
     with inv.stock_change_batch(session):
         for parcel, tracking_no, courier in shipments:
             ship(
