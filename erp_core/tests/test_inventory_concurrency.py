@@ -138,6 +138,21 @@ def test_concurrent_workers_on_sqlite_reserve_exactly_the_stock(erp_db, make_ten
     _check(erp_db, tenant_id, outcome, 8)
 
 
+def _blocked(erp_db: Any, pid: list[int]) -> bool:
+    """Wait (up to 10 s) until the backend ``pid[0]`` (once known) waits on a lock."""
+    with erp_db.engine.connect() as probe:
+        for _ in range(200):
+            if (
+                pid
+                and probe.execute(
+                    text("SELECT cardinality(pg_blocking_pids(:pid)) > 0"), {"pid": pid[0]}
+                ).scalar()
+            ):
+                return True
+            time.sleep(0.05)
+    return False
+
+
 @needs_postgres
 @pytest.mark.postgres
 def test_postgres_reservation_that_loses_the_race_writes_nothing_and_reports_the_shortage(
@@ -176,19 +191,7 @@ def test_postgres_reservation_that_loses_the_race_writes_nothing_and_reports_the
             th.start()
             first_holds.set()
             # wait until the second one waits on the quant's row lock (its move inserted)
-            with erp_db.engine.connect() as probe:
-                for _ in range(200):
-                    waiting = (
-                        second_pid
-                        and probe.execute(
-                            text("SELECT cardinality(pg_blocking_pids(:pid)) > 0"),
-                            {"pid": second_pid[0]},
-                        ).scalar()
-                    )
-                    if waiting:
-                        break
-                    time.sleep(0.05)
-                assert waiting, "the second reservation never waited on the quant"
+            assert _blocked(erp_db, second_pid), "the second reservation never waited"
         th.join(20)
     finally:
         db.dispose()
@@ -239,19 +242,7 @@ def test_lock_stock_makes_a_second_bulk_transaction_wait_instead_of_deadlocking(
             th = threading.Thread(target=second)
             th.start()
             first_locked.set()
-            with erp_db.engine.connect() as probe:
-                for _ in range(200):
-                    waiting = (
-                        second_pid
-                        and probe.execute(
-                            text("SELECT cardinality(pg_blocking_pids(:pid)) > 0"),
-                            {"pid": second_pid[0]},
-                        ).scalar()
-                    )
-                    if waiting:
-                        break
-                    time.sleep(0.05)
-                assert waiting, "the second transaction did not wait for the first's locks"
+            assert _blocked(erp_db, second_pid), "the second did not wait for the first's locks"
             inv.reserve(s1, "B", 1, warehouse="WH")  # would deadlock without lock_stock
         th.join(20)
     finally:
