@@ -145,23 +145,21 @@ def run(
 
     from erp_core.channels.sync import record_version
 
-    with db.tenant_session(tid) as s:
-        hooks = svc.hooks_of(s)
-        with st.stage("ingest"):
-            ids = []
-            for o in batch:
-                if record_version(s, account_id, o) in ("new", "changed"):
-                    ids.append(svc.ingest(s, account_id, "tmall", o).id)
-            s.flush()
-        with st.stage("review+route+reserve"):
-            res = svc.process(s, order_ids=ids, hooks=hooks, limit=len(ids) or 1)
-        with st.stage("ship+ledger"):
-            parcels = list(
-                s.scalars(
-                    select(Parcel).where(Parcel.order_id.in_(ids), Parcel.state == "reserved")
-                )
-            )
-            svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=hooks)
+    # one transaction per stage, as the sync, the oms.process task and the warehouse's
+    # shipping each commit their own work
+    with st.stage("ingest"), db.tenant_session(tid) as s:
+        ids = []
+        for o in batch:
+            if record_version(s, account_id, o) in ("new", "changed"):
+                ids.append(svc.ingest(s, account_id, "tmall", o).id)
+        s.flush()
+    with st.stage("review+route+reserve"), db.tenant_session(tid) as s:
+        res = svc.process(s, order_ids=ids, hooks=svc.hooks_of(s), limit=len(ids) or 1)
+    with st.stage("ship+ledger"), db.tenant_session(tid) as s:
+        parcels = list(
+            s.scalars(select(Parcel).where(Parcel.order_id.in_(ids), Parcel.state == "reserved"))
+        )
+        svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=svc.hooks_of(s))
     with db.tenant_session(tid) as s, st.stage("write-back"):
         for p in s.scalars(
             select(Parcel).where(Parcel.writeback == "pending", Parcel.order_id.in_(ids))
