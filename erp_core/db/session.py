@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import visitors
@@ -126,6 +127,38 @@ def install_guc_tracking(engine: Engine) -> None:
         record.info.pop(GUC_SESSION_TX, None)
         if record.info.pop(GUC_CHANGED, None):
             record.info[GUC_KNOWN] = None
+
+
+def fetch_one_raw(conn: Connection, statement: str, params: Mapping[str, Any]) -> Any:
+    """The first row of ``statement`` run on ``conn``'s DBAPI cursor (its own paramstyle),
+    bypassing SQLAlchemy's statement and result machinery, as a plain tuple (or None).
+
+    Only for the few statements on a hot path where that machinery costs as much as the work
+    itself (a flash sale's reservation). It runs in the connection's current transaction, like
+    any statement; a DBAPI error is raised as SQLAlchemy's exception (``IntegrityError``,
+    ``OperationalError``, ...) as ``Connection.execute`` would, with the connection invalidated
+    when it was lost and the row-level-security settings forgotten as after any error.
+    """
+    dbapi_conn: Any = conn.connection
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(statement, params)
+        return cursor.fetchone()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        conn.info[GUC_KNOWN] = None
+        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            statement,
+            dict(params),
+            exc,
+            conn.dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from exc
+    finally:
+        cursor.close()
 
 
 def _forget_foreign_rows(session: Session) -> None:

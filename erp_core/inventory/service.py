@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from erp_core.db.base import utcnow
-from erp_core.db.session import SYSTEM_KEY, session_tenant
+from erp_core.db.session import SYSTEM_KEY, fetch_one_raw, session_tenant
 from erp_core.db.types import Quantity
 from erp_core.inventory.errors import InventoryConflict, InventoryError, ShortageError, _fmt
 from erp_core.inventory.models import (
@@ -1235,11 +1235,12 @@ def reserve(
 #: by migration c0000006 (see there): the move is inserted first and the hot quant's row lock is
 #: taken last, so that it is held only from that update to COMMIT. Values are raw scaled
 #: integers (``Quantity``). A row without ``move_id``: not served here, nothing written.
-_PG_RESERVE_ONE = text(
+#: Run on the DBAPI cursor (psycopg's paramstyle, prepared by psycopg after a few uses).
+_PG_RESERVE_ONE = (
     "SELECT sku_id, warehouse_id, move_id, from_location_id, quant_id FROM erp_inv_reserve_one("
-    "CAST(:tid AS bigint), CAST(:sku AS text), CAST(:wh AS text), CAST(:dst AS text),"
-    " CAST(:take AS bigint), CAST(:places AS integer), CAST(:now AS timestamptz),"
-    " CAST(:stype AS text), CAST(:sid AS text), CAST(:key AS text), CAST(:ref AS text))"
+    "%(tid)s::bigint, %(sku)s::text, %(wh)s::text, %(dst)s::text, %(take)s::bigint,"
+    " %(places)s::integer, %(now)s::timestamptz, %(stype)s::text, %(sid)s::text,"
+    " %(key)s::text, %(ref)s::text)"
 )
 
 
@@ -1257,7 +1258,10 @@ def _reserve_pg_one(
     """One round trip when one quant can serve the whole request (PostgreSQL); else None
     (nothing written)."""
     take = int(qty.scaleb(4))
-    row = op.conn.execute(
+    # SQLAlchemy's statement and result set-up for this textual statement cost about as much
+    # as the function's own work: this is the hot path of a flash sale.
+    row = fetch_one_raw(
+        op.conn,
         _PG_RESERVE_ONE,
         {
             "tid": op.tid,
@@ -1272,28 +1276,29 @@ def _reserve_pg_one(
             "key": key,
             "ref": ref,
         },
-    ).first()
-    if row is None or row.move_id is None:
+    )
+    if row is None or row[2] is None:
         return None
-    params = {"qid": row.quant_id, "tid": op.tid, "take": qty}
+    sku_id, warehouse_id, move_id, from_location_id, quant_id = row
+    params = {"qid": quant_id, "tid": op.tid, "take": qty}
     op.undo.append(lambda: _give_back(op, params))
-    op.undo.append(lambda: _delete_moves(op, [row.move_id]))
-    op.touched.add((row.sku_id, row.warehouse_id))
+    op.undo.append(lambda: _delete_moves(op, [move_id]))
+    op.touched.add((sku_id, warehouse_id))
     try:
         _finish(op)
     except BaseException:
         op.rollback_writes()
         raise
     return Reservation(
-        sku_id=row.sku_id,
+        sku_id=sku_id,
         sku_code=sku_code,
         requested=qty,
         reserved=qty,
         shortage=Decimal(0).quantize(CENT),
         lines=(
             ReservedLine(
-                move_id=row.move_id,
-                location_id=row.from_location_id,
+                move_id=move_id,
+                location_id=from_location_id,
                 lot_id=None,
                 quantity=qty,
             ),

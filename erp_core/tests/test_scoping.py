@@ -13,13 +13,19 @@ from erp_test_alpha.models import AlphaNote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from erp_core.audit.models import AuditEvent
 from erp_core.audit.service import record
 from erp_core.auth.models import Membership, Role, User
-from erp_core.db.session import GUC_KNOWN, TENANT_KEY, bind_tenant, system_access
+from erp_core.db.session import (
+    GUC_KNOWN,
+    TENANT_KEY,
+    bind_tenant,
+    fetch_one_raw,
+    system_access,
+)
 from erp_core.tenancy.context import CrossTenantError, NoTenantError, tenant_context
 from erp_core.tenancy.models import Tenant
 
@@ -466,6 +472,43 @@ def test_pg_settings_follow_every_session_on_a_reused_connection(erp_db, two):
         assert seen(a) == a_ids
     with erp_db.engine.connect() as raw_conn:  # from the pool, last used for tenant a
         assert raw_conn.execute(raw).all() == []
+
+
+@pytest.mark.postgres
+@needs_postgres
+def test_pg_fetch_one_raw_runs_in_the_session_and_raises_as_sqlalchemy(erp_db, two):
+    """The DBAPI-cursor path of the hot statements: bound by row-level security like any
+    statement, in the session's transaction, and its errors are SQLAlchemy's."""
+    a, b, a_ids, b_ids = two
+    count = "SELECT count(*), min(id) FROM test_alpha_note"
+    before = _all_notes(erp_db)
+    with erp_db.session(a) as s:
+        conn = s.connection()
+        assert fetch_one_raw(conn, count, {}) == (len(a_ids), min(a_ids))
+        bind_tenant(s, b)
+        assert fetch_one_raw(conn, count, {}) == (len(b_ids), min(b_ids))
+        mine = "SELECT id FROM test_alpha_note WHERE id = %(id)s"
+        assert fetch_one_raw(conn, mine, {"id": a_ids[0]}) is None  # another tenant's row
+        fetch_one_raw(
+            conn,
+            "UPDATE test_alpha_note SET text = 'seen' WHERE id = %(id)s RETURNING id",
+            {"id": b_ids[0]},
+        )
+        with pytest.raises(DBAPIError, match="division by zero") as caught:
+            fetch_one_raw(conn, "SELECT 1 / %(zero)s", {"zero": 0})
+        assert caught.value.statement == "SELECT 1 / %(zero)s"
+        assert conn.info[GUC_KNOWN] is None
+        s.rollback()
+        assert s.execute(select(AlphaNote.text).where(AlphaNote.id == b_ids[0])).scalar() != "seen"
+    with erp_db.session(a) as s:
+        conn = s.connection()
+        dup = (
+            "INSERT INTO test_alpha_note (id, tenant_id, text, tags) VALUES (%(id)s, %(t)s, '', '')"
+        )
+        with pytest.raises(IntegrityError):
+            fetch_one_raw(conn, dup, {"id": a_ids[0], "t": a})
+        s.rollback()
+    assert _all_notes(erp_db) == before
 
 
 @pytest.mark.postgres
