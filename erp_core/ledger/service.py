@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, case, exists, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 
 from erp_core.audit.service import record
@@ -710,12 +711,16 @@ def _existing(session: Session, key: str) -> JournalEntry | None:
     return session.scalar(select(JournalEntry).where(JournalEntry.idempotency_key == key))
 
 
+def _replay_problem(found: JournalEntry) -> str:
+    return (
+        f"idempotency key {found.idempotency_key!r} was already used by entry {found.id} "
+        "with different content; use a new key for a different event"
+    )
+
+
 def _replay(found: JournalEntry, digest: str) -> JournalEntry:
     if found.digest != digest:
-        raise LedgerError(
-            f"idempotency key {found.idempotency_key!r} was already used by entry {found.id} "
-            "with different content; use a new key for a different event"
-        )
+        raise LedgerError(_replay_problem(found))
     return found
 
 
@@ -798,22 +803,11 @@ def _post(
             return _replay(found, digest)
 
     accounts = _cached_accounts(session, cache, {x.account for x in lines})
-    for n, x in enumerate(lines, 1):
-        problem = _account_problem(
-            x.account, accounts.get(x.account), reversal=reverses is not None
-        )
-        if problem:
-            problems.append(f"posting {n}: {problem}")
+    problems.extend(_account_problems(lines, accounts, reversal=reverses is not None))
     period = period_of(draft.date)
-    if period not in cache["open"]:
-        _guard_period(session, tenant.id, period, exclusive=False)
-        lock = session.scalar(select(PeriodLock).where(PeriodLock.period == period))
-        if lock is not None:
-            problems.append(_lock_problem(lock))
-        else:
-            # open until this transaction ends: it holds the period's shared lock
-            # (PostgreSQL) or will hold the database's write lock (SQLite)
-            cache["open"].add(period)
+    problem = _period_problem(session, cache, tenant.id, period)
+    if problem:
+        problems.append(problem)
     if problems:
         found = _existing(session, draft.idempotency_key) if hooks is None else None
         if found is not None:  # a replay of an entry posted before the period was locked
@@ -825,19 +819,7 @@ def _post(
         if found_by_plugins:
             raise LedgerError("; ".join(found_by_plugins))
 
-    values = {
-        "tenant_id": tenant.id,
-        "date": draft.date,
-        "period": period,
-        "narration": draft.narration,
-        "idempotency_key": draft.idempotency_key,
-        "digest": digest,
-        "source_type": draft.source_type,
-        "source_id": draft.source_id,
-        "reverses_id": reverses.id if reverses is not None else None,
-        "posted_by": actor[:254],
-        "posted_at": utcnow(),
-    }
+    values = _entry_values(tenant.id, draft, digest, reverses, actor)
     # Core statements (the ORM's bulk machinery costs more than the database here).
     # ON CONFLICT DO NOTHING: a concurrent post of the same key (or reversal of the same
     # entry) that committed first wins, and this one answers with it.
@@ -859,9 +841,73 @@ def _post(
         if found is None:
             raise LedgerError("the entry conflicts with another one; try again")
         return _replay(found, digest)
-    rows = [
+    session.execute(
+        insert(cast(Table, Posting.__table__)),
+        _posting_rows(tenant.id, entry_id, draft, lines, accounts),
+    )
+    return _held_entry(session, entry_id, values)
+
+
+def _account_problems(
+    lines: Sequence[_Line], accounts: Mapping[str, tuple[Account, bool]], *, reversal: bool
+) -> list[str]:
+    problems = []
+    for n, x in enumerate(lines, 1):
+        problem = _account_problem(x.account, accounts.get(x.account), reversal=reversal)
+        if problem:
+            problems.append(f"posting {n}: {problem}")
+    return problems
+
+
+def _period_problem(
+    session: Session, cache: dict[str, Any], tenant_id: int, period: str
+) -> str | None:
+    """Why ``period`` takes no posting (it is locked), or None."""
+    if period in cache["open"]:
+        return None
+    _guard_period(session, tenant_id, period, exclusive=False)
+    lock = session.scalar(select(PeriodLock).where(PeriodLock.period == period))
+    if lock is not None:
+        return _lock_problem(lock)
+    # open until this transaction ends: it holds the period's shared lock (PostgreSQL) or
+    # will hold the database's write lock (SQLite)
+    cache["open"].add(period)
+    return None
+
+
+def _entry_values(
+    tenant_id: int,
+    draft: EntryDraft,
+    digest: str,
+    reverses: JournalEntry | None,
+    actor: str,
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "date": draft.date,
+        "period": period_of(draft.date),
+        "narration": draft.narration,
+        "idempotency_key": draft.idempotency_key,
+        "digest": digest,
+        "source_type": draft.source_type,
+        "source_id": draft.source_id,
+        "reverses_id": reverses.id if reverses is not None else None,
+        "posted_by": actor[:254],
+        "posted_at": utcnow(),
+    }
+
+
+def _posting_rows(
+    tenant_id: int,
+    entry_id: int,
+    draft: EntryDraft,
+    lines: Sequence[_Line],
+    accounts: Mapping[str, tuple[Account, bool]],
+) -> list[dict[str, Any]]:
+    period = period_of(draft.date)
+    return [
         {
-            "tenant_id": tenant.id,
+            "tenant_id": tenant_id,
             "entry_id": entry_id,
             "line": n,
             "account_id": accounts[x.account][0].id,
@@ -880,13 +926,117 @@ def _post(
         }
         for n, x in enumerate(lines, 1)
     ]
-    session.execute(insert(cast(Table, Posting.__table__)), rows)
-    # the row as stored, known to the session without reading it back; its postings load
-    # when first used
+
+
+def _held_entry(session: Session, entry_id: int, values: dict[str, Any]) -> JournalEntry:
+    """The entry as stored, known to the session without reading it back; its postings load
+    when first used."""
     entry = JournalEntry(id=entry_id, **values)
     make_transient_to_detached(entry)
     session.add(entry)
     return entry
+
+
+def post_entries(
+    session: Session,
+    drafts: Iterable[EntryDraft],
+    *,
+    hooks: Any = None,
+    actor: str = "",
+) -> list[JournalEntry]:
+    """Validate and post several drafts as one piece of bulk work (a page of shipments, the
+    valuations of a delivery); returns their entries, in order.
+
+    Each draft is checked exactly as by :func:`post_entry`, and replays work the same way (a
+    key already posted returns that entry; the same key twice in ``drafts`` with the same
+    content posts once). All or nothing: if any draft is refused, :class:`LedgerError` names
+    it by position and key and nothing is written. The new entries and their postings are
+    written with one statement each, not one per entry. Flushes, never commits.
+    """
+    todo = list(drafts)
+    if not todo:
+        return []
+    for n, d in enumerate(todo, 1):
+        if not isinstance(d, EntryDraft):
+            raise LedgerError(f"entry {n}: post_entries takes EntryDrafts")
+    hooks = _hooks(session, hooks)
+    cache = _tx_cache(session)
+    tenant = cache.get("tenant") or tenant_of(session)
+    cache["tenant"] = tenant
+    problems: list[str] = []
+
+    def refuse(n: int, d: EntryDraft, what: Iterable[str]) -> None:
+        problems.append(f"entry {n} ({d.idempotency_key!r}): " + "; ".join(what))
+
+    checked: list[tuple[EntryDraft, list[_Line], str]] = []
+    for n, d in enumerate(todo, 1):
+        lines, found_problems = _normalize(d, tenant)
+        if found_problems:
+            refuse(n, d, found_problems)
+        checked.append((d, lines, _digest(lines, d, None)))
+    if problems:
+        raise LedgerError(" | ".join(problems))
+    keys = sorted({d.idempotency_key for d, _, _ in checked})
+    posted: dict[str, JournalEntry] = {}
+    for i in range(0, len(keys), 500):
+        q = select(JournalEntry).where(JournalEntry.idempotency_key.in_(keys[i : i + 500]))
+        posted.update((e.idempotency_key, e) for e in session.scalars(q))
+    fresh: dict[str, tuple[int, EntryDraft, list[_Line], str]] = {}
+    for n, (d, lines, digest) in enumerate(checked, 1):
+        earlier = posted.get(d.idempotency_key)
+        if earlier is not None:
+            if earlier.digest != digest:
+                refuse(n, d, [_replay_problem(earlier)])
+            continue
+        twin = fresh.get(d.idempotency_key)
+        if twin is not None:
+            if twin[3] != digest:
+                refuse(n, d, [f"entry {twin[0]} of the batch has the same key, other content"])
+            continue
+        fresh[d.idempotency_key] = (n, d, lines, digest)
+    accounts = _cached_accounts(
+        session, cache, {x.account for _, _, lines, _ in fresh.values() for x in lines}
+    )
+    for n, d, lines, _ in fresh.values():
+        found_problems = _account_problems(lines, accounts, reversal=False)
+        problem = _period_problem(session, cache, tenant.id, period_of(d.date))
+        if problem:
+            found_problems.append(problem)
+        if found_problems:
+            refuse(n, d, found_problems)
+    if problems:
+        raise LedgerError(" | ".join(problems))
+    if hooks is not None:
+        for n, d, _, _ in fresh.values():
+            results = hooks.erp_ledger_validate(session=session, draft=d)
+            by_plugins = [str(p) for ps in results for p in ps or ()]
+            if by_plugins:
+                refuse(n, d, by_plugins)
+        if problems:
+            raise LedgerError(" | ".join(problems))
+    if fresh:
+        new = list(fresh.values())
+        values = [_entry_values(tenant.id, d, digest, None, actor) for _, d, _, digest in new]
+        try:
+            # a savepoint: a concurrent transaction that posted one of the keys first makes
+            # the batch fall back to one entry at a time, which answers with its entry
+            with session.begin_nested():
+                table = cast(Table, JournalEntry.__table__)
+                # matched by key, the rows come back in any order (one statement for all)
+                stmt = insert(table).returning(table.c.idempotency_key, table.c.id)
+                ids: dict[str, int] = {k: i for k, i in session.execute(stmt, values)}
+                rows = [
+                    row
+                    for _, d, lines, _ in new
+                    for row in _posting_rows(tenant.id, ids[d.idempotency_key], d, lines, accounts)
+                ]
+                session.execute(insert(cast(Table, Posting.__table__)), rows)
+        except IntegrityError:
+            return [_post(session, d, hooks=None, actor=actor) for d in todo]
+        for v in values:
+            key = v["idempotency_key"]
+            posted[key] = _held_entry(session, ids[key], v)
+    return [posted[d.idempotency_key] for d in todo]
 
 
 def reverse_entry(
