@@ -804,15 +804,14 @@ class _Op:
 
 
 def _finish(op: _Op) -> None:
-    """Fire the hooks of the call: ``erp_stock_valued`` per valued move, then
+    """Fire the hooks of the call: ``erp_stock_valued`` once with the valued moves, then
     ``erp_stock_changed`` once (only computed when someone implements it)."""
     hooks = op.hooks
     if hooks is None:
         return
     if op.valued:
         op.session.flush()
-        for v in op.valued:
-            hooks.erp_stock_valued(session=op.session, tenant_id=op.tid, valuation=v)
+        hooks.erp_stock_valued(session=op.session, tenant_id=op.tid, valuations=list(op.valued))
     if op.touched and _implemented(hooks, "erp_stock_changed"):
         pending = op.session.info.get(_BATCH_KEY)
         if pending is not None and pending[0] == op.tid:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from erp_core.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.orm import Session
 
     from erp_core.inventory.types import StockValuation
@@ -22,14 +24,17 @@ def erp_tenant_created(session: Session, tenant: Tenant) -> None:
 
 
 @hookimpl
-def erp_stock_valued(session: Session, tenant_id: int, valuation: StockValuation) -> None:
-    """Post the entry of a valued stock move (receipt, delivery, count difference, ...)."""
+def erp_stock_valued(
+    session: Session, tenant_id: int, valuations: Sequence[StockValuation]
+) -> None:
+    """Post the entries of valued stock moves (receipt, delivery, count difference, ...),
+    together."""
     from erp_core.db.session import session_tenant
-    from erp_core.ledger.service import LedgerError, post_valuation
+    from erp_core.ledger.service import LedgerError, post_valuations
 
     if session_tenant(session) != tenant_id:
         raise LedgerError(f"stock valuation for tenant {tenant_id} in another tenant's session")
-    post_valuation(session, valuation)
+    post_valuations(session, valuations)
 
 
 @hookimpl

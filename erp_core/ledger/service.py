@@ -60,6 +60,7 @@ __all__ = [
     "locked_periods",
     "post_entry",
     "post_valuation",
+    "post_valuations",
     "reverse_entry",
     "set_mapping",
     "trial_balance",
@@ -1104,7 +1105,24 @@ def post_valuation(session: Session, valuation: StockValuation) -> JournalEntry 
     Accounts come from the tenant's account mapping (``VALUATION_ACCOUNTS``); the value is
     rounded to the tenant currency's minor unit (half up).
     """
-    tenant = tenant_of(session)
+    draft = _valuation_draft(session, valuation)
+    return None if draft is None else post_entry(session, draft, actor="inventory")
+
+
+def post_valuations(
+    session: Session, valuations: Iterable[StockValuation]
+) -> list[JournalEntry | None]:
+    """:func:`post_valuation` for the valued moves of one stock operation (a delivery of many
+    lines, a page of shipments), posted together with :func:`post_entries`; all or nothing."""
+    drafts = [_valuation_draft(session, v) for v in valuations]
+    posted = iter(post_entries(session, [d for d in drafts if d is not None], actor="inventory"))
+    return [None if d is None else next(posted) for d in drafts]
+
+
+def _valuation_draft(session: Session, valuation: StockValuation) -> EntryDraft | None:
+    cache = _tx_cache(session)
+    tenant = cache.get("tenant") or tenant_of(session)
+    cache["tenant"] = tenant
     if valuation.kind not in VALUATION_ACCOUNTS:
         raise LedgerError(f"unknown stock valuation kind {valuation.kind!r}")
     if valuation.currency != tenant.currency:
@@ -1135,7 +1153,7 @@ def post_valuation(session: Session, valuation: StockValuation) -> JournalEntry 
     source_type = valuation.source_type or "stock_move"
     source_id = valuation.source_id if valuation.source_type else str(valuation.move_id)
     memo = f"{valuation.quantity.normalize():f} x {valuation.unit_cost.normalize():f}"
-    draft = EntryDraft(
+    return EntryDraft(
         date=day,
         narration=f"stock {valuation.kind}: {valuation.sku_code} x "
         f"{valuation.quantity.normalize():f}",
@@ -1147,7 +1165,6 @@ def post_valuation(session: Session, valuation: StockValuation) -> JournalEntry 
         source_type=source_type,
         source_id=source_id,
     )
-    return post_entry(session, draft, actor="inventory")
 
 
 # --- periods ------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ hookspec = pluggy.HookspecMarker("erp")
 hookimpl = pluggy.HookimplMarker("erp")
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from fastapi import FastAPI
     from sqlalchemy.orm import Session
 
@@ -123,15 +125,19 @@ def erp_ledger_source_url(source_type: str, source_id: str) -> str | None:
 
 
 @hookspec
-def erp_stock_valued(session: Session, tenant_id: int, valuation: StockValuation) -> None:
-    """A stock move that changes the books is done: ``valuation`` says what it was (receipt,
-    delivery, adjustment gain or loss, scrap, return), its quantity, unit cost (moving
-    average; receipts at their purchase cost) and positive ``value`` in the tenant's currency.
+def erp_stock_valued(
+    session: Session, tenant_id: int, valuations: Sequence[StockValuation]
+) -> None:
+    """Stock moves that change the books are done: each of ``valuations`` says what one move
+    was (receipt, delivery, adjustment gain or loss, scrap, return), its quantity, unit cost
+    (moving average; receipts at their purchase cost) and positive ``value`` in the tenant's
+    currency.
 
-    Called once per valued move (moves with a value of zero are not reported), in the move's
-    transaction, after the stock and the valuation are updated; flush, never commit. An
-    exception undoes the whole stock operation. The ledger's built-in implementation posts
-    the journal entry, idempotently by ``valuation.move_id``.
+    Called once per inventory service call that valued moves, with all of them in move order
+    (moves with a value of zero are not reported), in the moves' transaction, after the stock
+    and the valuation are updated; flush, never commit. An exception undoes the whole stock
+    operation. The ledger's built-in implementation posts one journal entry per move, all in
+    one go, idempotently by ``move_id``.
     """
 
 

@@ -13,7 +13,7 @@ with recording(erp_registry) as rec, erp_db.tenant_session(tenant.id) as s:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from itertools import count
@@ -41,9 +41,11 @@ class StockHookRecorder:
         self.tenants: list[int] = []
 
     @hookimpl
-    def erp_stock_valued(self, session: Session, tenant_id: int, valuation: StockValuation) -> None:
+    def erp_stock_valued(
+        self, session: Session, tenant_id: int, valuations: Sequence[StockValuation]
+    ) -> None:
         self.tenants.append(tenant_id)
-        self.valued.append(valuation)
+        self.valued.extend(valuations)
 
     @hookimpl
     def erp_stock_changed(

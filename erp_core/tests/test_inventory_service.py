@@ -717,7 +717,7 @@ def test_a_failing_hook_undoes_the_whole_operation(s, wh, erp_registry, hooks):
 
     class Refuse:
         @hookimpl
-        def erp_stock_valued(self, session: Any, tenant_id: int, valuation: Any) -> None:
+        def erp_stock_valued(self, session: Any, tenant_id: int, valuations: Any) -> None:
             raise RuntimeError("the books are closed")
 
         @hookimpl

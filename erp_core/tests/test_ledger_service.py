@@ -643,6 +643,28 @@ def test_stock_valuation_posts_through_the_mapping(erp_db, tid, kind, debit, cre
         assert again is not None and again.id == e.id
 
 
+def test_valuations_of_one_operation_post_together(erp_db, tid):
+    with erp_db.tenant_session(tid) as s:
+        first = service.post_valuation(s, valuation(1, "delivery"))
+        assert first is not None
+        got = service.post_valuations(
+            s,
+            [
+                valuation(1, "delivery"),  # posted before: answered with its entry
+                valuation(2, "delivery", value="0.004"),  # rounds to nothing: no entry
+                valuation(3, "delivery", dimensions={"order": "O-3"}),
+            ],
+        )
+        assert got[0] is not None and got[0].id == first.id and got[1] is None
+        assert got[2] is not None and got[2].idempotency_key == "stock-move:3"
+        assert {p.order_ref for p in got[2].postings} == {"O-3"}
+        # the same move valued otherwise is refused, and the batch with it: all or nothing
+        with pytest.raises(LedgerError, match=r"entry 2 \('stock-move:3'\).*different content"):
+            service.post_valuations(s, [valuation(4, "scrap"), valuation(3, "scrap")])
+        keys = set(s.scalars(select(JournalEntry.idempotency_key)))
+        assert keys == {"stock-move:1", "stock-move:3"}
+
+
 def test_stock_valuation_hook_and_remapped_accounts(erp_db, erp_registry, tid):
     with erp_db.tenant_session(tid) as s:
         with pytest.raises(LedgerError, match="unknown purpose colour"):
@@ -662,7 +684,7 @@ def test_stock_valuation_hook_and_remapped_accounts(erp_db, erp_registry, tid):
         hooks.erp_stock_valued(
             session=s,
             tenant_id=tid,
-            valuation=valuation(2, "scrap", source_type="wms_scrap", source_id="SC-9"),
+            valuations=[valuation(2, "scrap", source_type="wms_scrap", source_id="SC-9")],
         )
         e = s.scalar(select(JournalEntry).where(JournalEntry.idempotency_key == "stock-move:2"))
         assert e is not None and (e.source_type, e.source_id) == ("wms_scrap", "SC-9")
