@@ -743,6 +743,8 @@ class _Row:
     unit_cost: Decimal | None = None
     source_type: str | None = None
     source_id: str | None = None
+    #: the sale's dimensions of this move's valuation (None: the call's)
+    dims: dict[str, str] | None = None
 
 
 @dataclass
@@ -1789,6 +1791,7 @@ def complete(
     strategy: Strategy = "fifo",
     hooks: Any = None,
     dimensions: Mapping[str, str] | None = None,
+    move_dimensions: Mapping[int, Mapping[str, str]] | None = None,
 ) -> list[Move]:
     """Mark moves done: stock leaves the source and arrives at the destination, atomically.
 
@@ -1797,32 +1800,45 @@ def complete(
     are valued at the moving average cost (receipts at their unit cost) and reported through
     ``erp_stock_valued``, with ``dimensions`` (``channel``, ``store``, ``order``: what the
     caller knows of the sale) on the valuation, so that the cost of goods sold lands on the
-    same dimensions as the revenue. Returns the done moves.
+    same dimensions as the revenue. Bulk work (a page of parcels of many orders) completes all
+    its moves in one call and gives each move's dimensions in ``move_dimensions`` (move id ->
+    dimensions; they replace ``dimensions`` for that move). Returns the done moves.
     """
     op = _Op(session, hooks)
-    unknown = sorted(set(dimensions or {}) - {"channel", "store", "order"})
-    if unknown:
-        raise InventoryError(f"unknown valuation dimension(s) {', '.join(unknown)}")
-    op.dimensions = {k: str(v) for k, v in (dimensions or {}).items() if v}
+    op.dimensions = _dimensions(dimensions)
+    per_move = {int(i): _dimensions(d) for i, d in (move_dimensions or {}).items()}
     if strategy not in ("fifo", "fefo"):
         raise InventoryError(f"strategy must be 'fifo' or 'fefo', not {strategy!r}")
     with op.atomic():
         rows = _load(op, _move_ids(moves))
+        stray = sorted(set(per_move) - {r.id for r in rows})
+        if stray:
+            raise InventoryError(f"dimensions for move {stray[0]}, which is not completed here")
         for r in rows:
             if r.state in ("done", "cancelled"):
                 raise InventoryConflict(f"move {r.id} is {r.state} already")
+            r.dims = per_move.get(r.id)
         done: list[_Row] = []
         for r in rows:
             if r.state == "draft":
                 ids = _reserve_row(op, r, strategy, allow_partial=False)
                 done.append(r)
                 if len(ids) > 1:
-                    done.extend(_load(op, ids[1:]))
+                    for part in _load(op, ids[1:]):
+                        part.dims = r.dims
+                        done.append(part)
             else:
                 done.append(r)
         _apply_done(op, done)
         _finish(op)
     return _fresh_moves(session, [r.id for r in done])
+
+
+def _dimensions(given: Mapping[str, str] | None) -> dict[str, str]:
+    unknown = sorted(set(given or {}) - {"channel", "store", "order"})
+    if unknown:
+        raise InventoryError(f"unknown valuation dimension(s) {', '.join(unknown)}")
+    return {k: str(v) for k, v in (given or {}).items() if v}
 
 
 def _fresh_moves(session: Session, ids: list[int]) -> list[Move]:
@@ -1836,27 +1852,62 @@ def _apply_done(op: _Op, rows: Sequence[_Row]) -> None:
     """Move the stock of reserved (or newly inserted, done) moves and value them."""
     ids = [r.id for r in rows if r.state != "done"]
     _set_moves(op, ids, state="done", reserved=Decimal(0), done_at=op.now)
+    taken: dict[tuple[int, int, int], Decimal] = {}  # (SKU, location, lot) -> quantity
     for r in rows:
         if r.src.owned:
-            res = op.conn.execute(
-                update(Q)
-                .where(
-                    Q.c.tenant_id == op.tid,
-                    Q.c.sku_id == r.sku.id,
-                    Q.c.location_id == r.src.id,
-                    Q.c.lot_key == (r.lot_id or 0),
-                    Q.c.reserved >= r.quantity,
-                )
-                .values(quantity=Q.c.quantity - r.quantity, reserved=Q.c.reserved - r.quantity)
-            )
-            if res.rowcount != 1:  # pragma: no cover - invariant: done moves were reserved
-                raise RuntimeError(f"move {r.id} was not reserved on its quant")
+            k = (r.sku.id, r.src.id, r.lot_id or 0)
+            taken[k] = taken.get(k, Decimal(0)) + r.quantity
             _touch(op, r.sku.id, r.src)
         if r.dst.owned:
             _add_to_quant(op, r.sku.id, r.dst, r.lot_id, r.quantity)
             _touch(op, r.sku.id, r.dst)
         r.state = "done"
+    if taken:  # one statement for all the quants the moves leave, in lock order
+        res = op.conn.execute(
+            _TAKE_DONE,
+            [
+                {"t": op.tid, "s": sku, "l": loc, "k": lot, "q": qty}
+                for (sku, loc, lot), qty in sorted(taken.items())
+            ],
+        )
+        if res.rowcount != len(taken):  # pragma: no cover - invariant: done moves were reserved
+            raise RuntimeError("moves were not reserved on their quants")
     _value(op, rows)
+
+
+#: A reserved quantity leaves its quant (executemany: one parameter set per quant).
+_TAKE_DONE = (
+    update(Q)
+    .where(
+        Q.c.tenant_id == bindparam("t"),
+        Q.c.sku_id == bindparam("s"),
+        Q.c.location_id == bindparam("l"),
+        Q.c.lot_key == bindparam("k"),
+        Q.c.reserved >= bindparam("q", type_=Q.c.reserved.type),
+    )
+    .values(
+        quantity=Q.c.quantity - bindparam("q", type_=Q.c.quantity.type),
+        reserved=Q.c.reserved - bindparam("q", type_=Q.c.reserved.type),
+    )
+)
+_VALUE_MOVE = (
+    update(M)
+    .where(M.c.tenant_id == bindparam("t"), M.c.id == bindparam("m"))
+    .values(
+        unit_cost=bindparam("c", type_=M.c.unit_cost.type),
+        value=bindparam("v", type_=M.c.value.type),
+    )
+)
+_SET_VALUATION = (
+    update(VAL)
+    .where(VAL.c.tenant_id == bindparam("t"), VAL.c.sku_id == bindparam("s"))
+    .values(
+        quantity=bindparam("q", type_=VAL.c.quantity.type),
+        value=bindparam("v", type_=VAL.c.value.type),
+        average_cost=bindparam("a", type_=VAL.c.average_cost.type),
+        updated_at=bindparam("at", type_=VAL.c.updated_at.type),
+    )
+)
 
 
 def _add_to_quant(op: _Op, sku_id: int, loc: Location, lot_id: int | None, qty: Decimal) -> None:
@@ -1905,22 +1956,37 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
     if not by_sku:
         return
     currency = _tenant_info(op.session, op.tid)[0]
-    for sku_id in sorted(by_sku):
-        ins: Any = (postgresql.insert(VAL) if op.is_pg else sqlite.insert(VAL)).values(
-            tenant_id=op.tid,
-            sku_id=sku_id,
-            quantity=Decimal(0),
-            value=Decimal(0),
-            average_cost=Decimal(0),
-            updated_at=op.now,
-        )
-        op.conn.execute(ins.on_conflict_do_nothing(index_elements=[VAL.c.tenant_id, VAL.c.sku_id]))
-        stmt = select(VAL.c.quantity, VAL.c.value, VAL.c.average_cost).where(
-            VAL.c.tenant_id == op.tid, VAL.c.sku_id == sku_id
-        )
-        if op.is_pg:
-            stmt = stmt.with_for_update()
-        qty, value, avg = op.conn.execute(stmt).one()
+    skus = sorted(by_sku)
+    ins: Any = (postgresql.insert(VAL) if op.is_pg else sqlite.insert(VAL)).on_conflict_do_nothing(
+        index_elements=[VAL.c.tenant_id, VAL.c.sku_id]
+    )
+    zero = Decimal(0)
+    op.conn.execute(
+        ins,
+        [
+            {
+                "tenant_id": op.tid,
+                "sku_id": sku_id,
+                "quantity": zero,
+                "value": zero,
+                "average_cost": zero,
+                "updated_at": op.now,
+            }
+            for sku_id in skus
+        ],
+    )
+    stmt = (
+        select(VAL.c.sku_id, VAL.c.quantity, VAL.c.value, VAL.c.average_cost)
+        .where(VAL.c.tenant_id == op.tid, VAL.c.sku_id.in_(skus))
+        .order_by(VAL.c.sku_id)
+    )
+    if op.is_pg:
+        stmt = stmt.with_for_update()
+    held = {r.sku_id: (r.quantity, r.value, r.average_cost) for r in op.conn.execute(stmt)}
+    moves: list[dict[str, Any]] = []
+    sums: list[dict[str, Any]] = []
+    for sku_id in skus:
+        qty, value, avg = held[sku_id]
         for r, kind in by_sku[sku_id]:
             if kind == "receipt":
                 cost = r.unit_cost if r.unit_cost is not None else avg
@@ -1939,7 +2005,7 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
                 raise InventoryError(f"the value of {r.sku.code} would exceed what can be stored")
             if qty > 0:
                 avg = _money(value / qty)
-            _set_moves(op, [r.id], unit_cost=cost, value=amount)
+            moves.append({"t": op.tid, "m": r.id, "c": cost, "v": amount})
             wh_side = r.dst if r.dst.owned else r.src
             wh_code = None
             if wh_side.warehouse_id is not None:
@@ -1959,14 +2025,14 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
                         occurred_at=op.now,
                         source_type=r.source_type,
                         source_id=r.source_id,
-                        dimensions=dict(op.dimensions),
+                        dimensions=dict(op.dimensions if r.dims is None else r.dims),
                     )
                 )
-        op.conn.execute(
-            update(VAL)
-            .where(VAL.c.tenant_id == op.tid, VAL.c.sku_id == sku_id)
-            .values(quantity=qty, value=value, average_cost=avg, updated_at=op.now)
-        )
+        sums.append({"t": op.tid, "s": sku_id, "q": qty, "v": value, "a": avg, "at": op.now})
+    op.conn.execute(_VALUE_MOVE, moves)
+    _expire(op.session, [m["m"] for m in moves])
+    op.conn.execute(_SET_VALUATION, sums)
+    op.valued.sort(key=lambda v: v.move_id)
 
 
 # --- receipts, transfers, counts, scrap ------------------------------------------------------

@@ -323,6 +323,54 @@ def test_complete_carries_the_sale_dimensions_to_the_valuation(s, wh, hooks, rec
     assert v.dimensions == {"channel": "tmall", "store": "7", "order": "T1"}
 
 
+def test_one_completion_of_many_sales_values_each_on_its_own_dimensions(s, wh, hooks, rec):
+    """Bulk shipping: the moves of several orders completed in one call, each order's cost of
+    goods sold on its own dimensions, the moving average taken in move order, the same stock
+    and values as completing them one by one."""
+    inv.receive(s, "TEA", 10, warehouse="WH1", unit_cost=3, hooks=hooks)
+    inv.receive(s, "RICE", 10, warehouse="WH1", unit_cost="1.5", hooks=hooks)
+    sales: list[tuple[str, str, int | str]] = [
+        ("T1", "TEA", 2),
+        ("T2", "RICE", "2.5"),
+        ("T3", "TEA", 3),
+        ("T4", "TEA", 5),
+    ]
+    moves = {
+        order: inv.reserve(s, sku, qty, warehouse="WH1", hooks=hooks).move_ids[0]
+        for order, sku, qty in sales
+    }
+    with pytest.raises(InventoryError, match="unknown valuation dimension"):
+        inv.complete(
+            s, list(moves.values()), hooks=hooks, move_dimensions={moves["T1"]: {"x": "1"}}
+        )
+    with pytest.raises(InventoryError, match=f"dimensions for move {moves['T4']}, which is not"):
+        inv.complete(s, [moves["T1"]], hooks=hooks, move_dimensions={moves["T4"]: {"order": "T4"}})
+    assert level(s, "TEA") == (D(10), D(10), D(0))
+    rec.clear()
+    done = inv.complete(
+        s,
+        list(moves.values()),
+        hooks=hooks,
+        dimensions={"channel": "tmall"},
+        move_dimensions={m: {"channel": "jd", "order": o} for o, m in moves.items() if o != "T3"},
+    )
+    assert [m.state for m in done] == ["done"] * 4
+    assert [(v.move_id, v.sku_code, v.value, v.dimensions) for v in rec.valued] == [
+        (moves["T1"], "TEA", D("6"), {"channel": "jd", "order": "T1"}),
+        (moves["T2"], "RICE", D("3.75"), {"channel": "jd", "order": "T2"}),
+        (moves["T3"], "TEA", D("9"), {"channel": "tmall"}),
+        (moves["T4"], "TEA", D("15"), {"channel": "jd", "order": "T4"}),
+    ]
+    assert level(s, "TEA") == (D(0), D(0), D(0)) and level(s, "RICE") == (D("7.5"), D(0), D("7.5"))
+    assert [(m.unit_cost, m.value) for m in done] == [
+        (D(3), D(6)),
+        (D("1.5"), D("3.75")),
+        (D(3), D(9)),
+        (D(3), D(15)),
+    ]
+    assert not invariant_violations(s)
+
+
 def test_shortage_reserves_nothing_unless_partial(s, wh):
     inv.receive(s, "TEA", 3, to_location="WH1/A/01", unit_cost=1)
     inv.receive(s, "TEA", 2, to_location="WH1/A/02", unit_cost=1)

@@ -966,14 +966,19 @@ def ship(
 ) -> None:
     """The parcel left the warehouse: its stock moves are done (the kernel posts the cost of
     goods sold), the tracking number is queued for write-back, and when the order's last
-    parcel ships the order is shipped and its revenue posted."""
-    hooks = hooks_of(session, hooks)
-    tracking_no = tracking_no.strip()
+    parcel ships the order is shipped and its revenue posted. Shipping a shipped parcel again
+    with the same tracking number changes nothing."""
+    ship_many(session, [(parcel, tracking_no, courier_code)], hooks=hooks, actor=actor)
+
+
+def _check_shipment(parcel: Parcel, tracking_no: str, courier_code: str | None) -> bool:
+    """Whether the parcel is to ship (False: shipped already with this number); raises
+    OmsError when it cannot."""
     if not tracking_no or len(tracking_no) > 64:
         raise OmsError("a tracking number of 1 to 64 characters is needed")
     if parcel.state == "shipped":
         if parcel.tracking_no == tracking_no:
-            return
+            return False
         raise OmsError(f"parcel {parcel.id} already shipped with {parcel.tracking_no}")
     if parcel.state != "reserved":
         raise OmsError(f"parcel {parcel.id} is {parcel.state}; only reserved parcels ship")
@@ -981,60 +986,15 @@ def ship(
         raise OmsError(
             f"parcel {parcel.id} has no courier (no courier rate matched): give the courier code"
         )
-    order = session.get(Order, parcel.order_id)
-    assert order is not None
-    pls = list(session.scalars(select(ParcelLine).where(ParcelLine.parcel_id == parcel.id)))
-    moves = [m for pl in pls for m in pl.move_ids]
-    inv.complete(
-        session,
-        moves,
-        hooks=hooks,
-        dimensions={
-            "channel": order.connector or "manual",
-            "store": str(order.channel_account_id or ""),
-            "order": order.platform_order_id,
-        },
-    )
-    parcel.tracking_no = tracking_no
-    if courier_code:
-        parcel.courier_code = courier_code.strip()[:32]
-    parcel.state = "shipped"
-    parcel.shipped_at = utcnow()
-    parcel.writeback = "pending" if order.channel_account_id is not None else "none"
-    parcel.writeback_next_at = utcnow() if parcel.writeback == "pending" else None
-    event(
-        session,
-        order,
-        "shipped",
-        N_(
-            "parcel %(parcel)s: %(courier)s %(tracking)s",
-            parcel=parcel.id,
-            courier=parcel.courier_code,
-            tracking=tracking_no,
-        ),
-        actor=actor,
-        parcel=parcel.id,
-    )
-    left = session.scalar(
-        select(func.count())
-        .select_from(Parcel)
-        .where(Parcel.order_id == order.id, Parcel.state.in_(("planned", "reserved")))
-    )
-    if not left:
-        members = [order, *session.scalars(select(Order).where(Order.merged_into_id == order.id))]
-        for o in members:
-            o.status = "shipped"
-            o.shipped_at = utcnow()
-            o.updated_at = utcnow()
-            post_revenue(session, o)
-            if o is not order:
-                with_order = N_("with order %(order)s", order=order.id)
-                event(session, o, "shipped", with_order, actor=actor)
-        caller = getattr(hooks, "oms_order_shipped", None)
-        if caller is not None:
-            for o in members:
-                caller(session=session, tenant_id=_tid(session), order_id=o.id)
-    session.flush()
+    return True
+
+
+def _sale_dimensions(order: Order) -> dict[str, str]:
+    return {
+        "channel": order.connector or "manual",
+        "store": str(order.channel_account_id or ""),
+        "order": order.platform_order_id,
+    }
 
 
 def ship_many(
@@ -1045,27 +1005,99 @@ def ship_many(
     actor: str = "",
 ) -> None:
     """Ship several parcels (each with its tracking number and courier code, None for the
-    parcel's own) as one piece of bulk work: the
-    stock change is reported once for all of them (one channel stock-push mark), not per
-    parcel. Stops at the first parcel that cannot ship (the caller rolls back)."""
+    parcel's own) as one piece of bulk work, as :func:`ship` would one by one: every parcel is
+    checked first (an OmsError names the first that cannot ship, and nothing is shipped);
+    then all their stock moves are completed in one kernel call (each order's cost of goods
+    sold on its own dimensions), the stock change is reported once (one channel stock-push
+    mark), and the revenue of every order whose last parcel shipped is posted in one go."""
     hooks = hooks_of(session, hooks)
-    # read the orders at once, and hold them while shipping (the identity map holds weakly)
-    order_ids = {parcel.order_id for parcel, _, _ in shipments}
-    held = list(session.scalars(select(Order).where(Order.id.in_(order_ids))))
-    if len(shipments) > 1:  # lock the parcels' SKUs' stock first, in one order
-        parcel_ids = [p.id for p, _, _ in shipments]
+    todo: list[tuple[Parcel, str, str | None]] = []
+    seen: set[int] = set()
+    for parcel, tracking_no, courier in shipments:
+        tracking_no = tracking_no.strip()
+        if parcel.id in seen:
+            raise OmsError(f"parcel {parcel.id} is in the shipment twice")
+        seen.add(parcel.id)
+        if _check_shipment(parcel, tracking_no, courier):
+            todo.append((parcel, tracking_no, courier))
+    if not todo:
+        return
+    # the orders, read at once and held while shipping (the identity map holds weakly)
+    order_ids = sorted({parcel.order_id for parcel, _, _ in todo})
+    orders = {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    parcel_ids = [parcel.id for parcel, _, _ in todo]
+    if len(todo) > 1:  # lock the parcels' SKUs' stock first, in one order
         inv.lock_stock(session, _parcel_sku_ids(session, Parcel.id.in_(parcel_ids)))
-    with inv.stock_change_batch(session):
-        for parcel, tracking_no, courier in shipments:
-            ship(
-                session,
-                parcel,
-                tracking_no=tracking_no,
-                courier_code=courier,
-                hooks=hooks,
-                actor=actor,
+    moves: list[int] = []
+    dims: dict[int, dict[str, str]] = {}
+    by_parcel = {parcel.id: parcel for parcel, _, _ in todo}
+    for pl in session.scalars(
+        select(ParcelLine).where(ParcelLine.parcel_id.in_(parcel_ids)).order_by(ParcelLine.id)
+    ):
+        sale = _sale_dimensions(orders[by_parcel[pl.parcel_id].order_id])
+        for m in pl.move_ids:
+            moves.append(m)
+            dims[m] = sale
+    if moves:
+        with inv.stock_change_batch(session):
+            inv.complete(session, moves, hooks=hooks, move_dimensions=dims)
+    now = utcnow()
+    for parcel, tracking_no, courier in todo:
+        order = orders[parcel.order_id]
+        parcel.tracking_no = tracking_no
+        if courier:
+            parcel.courier_code = courier.strip()[:32]
+        parcel.state = "shipped"
+        parcel.shipped_at = now
+        parcel.writeback = "pending" if order.channel_account_id is not None else "none"
+        parcel.writeback_next_at = now if parcel.writeback == "pending" else None
+        event(
+            session,
+            order,
+            "shipped",
+            N_(
+                "parcel %(parcel)s: %(courier)s %(tracking)s",
+                parcel=parcel.id,
+                courier=parcel.courier_code,
+                tracking=tracking_no,
+            ),
+            actor=actor,
+            parcel=parcel.id,
+        )
+    session.flush()
+    waiting = set(
+        session.scalars(
+            select(Parcel.order_id).where(
+                Parcel.order_id.in_(order_ids), Parcel.state.in_(("planned", "reserved"))
             )
-    del held
+        )
+    )
+    done = [orders[i] for i in order_ids if i not in waiting]
+    if not done:
+        return
+    members = list(
+        session.scalars(
+            select(Order).where(Order.merged_into_id.in_([o.id for o in done])).order_by(Order.id)
+        )
+    )
+    by_master: dict[int, list[Order]] = {}
+    for member in members:
+        by_master.setdefault(member.merged_into_id or 0, []).append(member)
+    # each order, then the orders merged into it
+    shipped = [x for o in done for x in (o, *by_master.get(o.id, ()))]
+    for o in shipped:
+        o.status = "shipped"
+        o.shipped_at = now
+        o.updated_at = now
+        if o.merged_into_id is not None and o.merged_into_id in orders:
+            with_order = N_("with order %(order)s", order=o.merged_into_id)
+            event(session, o, "shipped", with_order, actor=actor)
+    post_revenues(session, shipped)
+    caller = getattr(hooks, "oms_order_shipped", None)
+    if caller is not None:
+        for o in shipped:
+            caller(session=session, tenant_id=_tid(session), order_id=o.id)
+    session.flush()
 
 
 def _local_date(session: Session, when: datetime) -> date:
@@ -1083,14 +1115,42 @@ def _local_date(session: Session, when: datetime) -> date:
 def post_revenue(session: Session, o: Order) -> None:
     """The sale's entry, once per order (idempotent): receivable from the buyer and from the
     platform (its discount), revenue per SKU line net of merchant discounts, shipping fee."""
-    from erp_core.ledger.service import get_mapping, post_entry
+    post_revenues(session, [o])
 
+
+def post_revenues(session: Session, orders: Sequence[Order]) -> None:
+    """:func:`post_revenue` for several orders: their lines read at once, their entries posted
+    together (``post_entries``)."""
+    from erp_core.ledger.service import get_mapping, post_entries
+
+    if not orders:
+        return
     acc = get_mapping(session)
-    dims: dict[str, Any] = {
-        "channel": o.connector or "manual",
-        "store": str(o.channel_account_id or ""),
-        "order": o.platform_order_id,
-    }
+    ids = [o.id for o in orders]
+    lines: dict[int, list[tuple[OrderLine, str | None]]] = {i: [] for i in ids}
+    q = (
+        select(OrderLine, Sku.code)
+        .outerjoin(Sku, Sku.id == OrderLine.sku_id)
+        .where(OrderLine.order_id.in_(ids))
+        .order_by(OrderLine.order_id, OrderLine.id)
+    )
+    for ln, code in session.execute(q):
+        lines[ln.order_id].append((ln, code))
+    drafts = []
+    for o in orders:
+        draft = _revenue_draft(session, o, lines[o.id], acc)
+        if draft is not None:
+            drafts.append(draft)
+    post_entries(session, drafts)
+
+
+def _revenue_draft(
+    session: Session,
+    o: Order,
+    lines: Sequence[tuple[OrderLine, str | None]],
+    acc: Mapping[str, str],
+) -> EntryDraft | None:
+    dims: dict[str, Any] = dict(_sale_dimensions(o))
     postings: list[PostingDraft] = []
 
     def add(account: str, amount: Decimal, memo: str, **extra: Any) -> None:
@@ -1103,19 +1163,8 @@ def post_revenue(session: Session, o: Order) -> None:
     add(acc["receivable"], o.total_paid, "paid by the buyer")
     add(acc["receivable"], o.platform_discount, "platform-funded discount")
     line_discounts = ZERO
-    skus = {
-        s.id: s.code
-        for s in session.scalars(
-            select(Sku)
-            .join(OrderLine, OrderLine.sku_id == Sku.id)
-            .where(OrderLine.order_id == o.id)
-        )
-    }
-    gross = ZERO
-    for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == o.id)):
-        sku = skus.get(ln.sku_id) if ln.sku_id is not None else None
+    for ln, sku in lines:
         amount = _money(ln.unit_price * ln.quantity)
-        gross += amount
         add(acc["revenue"], -amount, f"{ln.title[:60]} x {ln.quantity.normalize()}", sku=sku)
         add(acc["sales_discount"], ln.merchant_discount, "merchant discount", sku=sku)
         line_discounts += _money(ln.merchant_discount)
@@ -1125,17 +1174,14 @@ def post_revenue(session: Session, o: Order) -> None:
     if total != 0:  # the platform's totals do not add up: keep the books balanced, visibly
         add(acc["sales_discount"], -total, "difference in the platform's totals")
     if not postings:
-        return
-    post_entry(
-        session,
-        EntryDraft(
-            date=_local_date(session, o.shipped_at or utcnow()),
-            narration=f"Sale {o.platform_order_id} ({o.connector or 'manual'})",
-            postings=tuple(postings),
-            idempotency_key=f"oms:order:{o.id}:revenue",
-            source_type="oms_order",
-            source_id=str(o.id),
-        ),
+        return None
+    return EntryDraft(
+        date=_local_date(session, o.shipped_at or utcnow()),
+        narration=f"Sale {o.platform_order_id} ({o.connector or 'manual'})",
+        postings=tuple(postings),
+        idempotency_key=f"oms:order:{o.id}:revenue",
+        source_type="oms_order",
+        source_id=str(o.id),
     )
 
 

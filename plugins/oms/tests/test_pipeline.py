@@ -310,3 +310,71 @@ def test_a_platform_without_trails_is_asked_once(
         assert svc.refresh_trail(s, parcel, NoTrail()) is False
         assert svc.due_trails(s) == []  # the platform has none: not asked again
         assert parcel.trail == []
+
+
+def test_a_page_of_parcels_ships_at_once_each_order_on_its_own_books(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    """ship_many: every parcel checked before anything ships; then one completion for all,
+    each order's cost of goods sold and revenue on its own order dimension."""
+    from erp_oms.service import OmsError
+
+    from erp_core.ledger.models import Account
+
+    now = datetime.now(UTC)
+    for h in (3, 4, 5, 6):
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=2)
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        assert svc.process(s).reserved == 4
+    with erp_db.tenant_session(tid) as s:
+        parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
+        shipments = [(p, f"SF{p.id:010d}", "SF") for p in parcels]
+        for bad, why in (
+            ([*shipments, (parcels[0], "SF9", "SF")], "in the shipment twice"),
+            ([*shipments[:-1], (parcels[-1], " ", "SF")], "tracking number of 1 to 64"),
+        ):
+            with pytest.raises(OmsError, match=why):
+                svc.ship_many(s, bad)
+            assert {p.state for p in parcels} == {"reserved"}
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(JournalEntry)
+                .where(JournalEntry.source_type == "oms_order")
+            )
+            == 0
+        )
+        svc.ship_many(s, shipments)
+        svc.ship_many(s, shipments[:1])  # the same parcel with the same number: nothing
+        assert {p.state for p in parcels} == {"shipped"}
+        orders = list(s.scalars(select(Order).where(Order.status == "shipped")))
+        assert len(orders) == 4
+        by_order = {o.platform_order_id: o for o in orders}
+        revenue = {
+            e.source_id: e
+            for e in s.scalars(
+                select(JournalEntry).where(JournalEntry.idempotency_key.like("oms:order:%:revenue"))
+            )
+        }
+        assert sorted(revenue) == sorted(str(o.id) for o in orders)
+        cogs = s.execute(
+            select(Posting.order_ref, func.sum(Posting.amount))
+            .join(Account, Account.id == Posting.account_id)
+            .where(Account.code == "5401")
+            .group_by(Posting.order_ref)
+        ).all()
+        assert {ref for ref, _ in cogs} == set(by_order)
+        for ref, amount in cogs:
+            units = sum(
+                (
+                    ln.quantity
+                    for ln in s.scalars(
+                        select(OrderLine).where(OrderLine.order_id == by_order[ref].id)
+                    )
+                ),
+                D(0),
+            )
+            assert amount == units * D("11.00")  # the moving average of both warehouses
+        assert sum((r.balance_base for r in ledger.trial_balance(s)), D(0)) == 0
