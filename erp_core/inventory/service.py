@@ -31,6 +31,7 @@ first (``SELECT ... FOR UPDATE`` on PostgreSQL; the database write lock on SQLit
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -1386,6 +1387,278 @@ def _reserve_fast(
             for i, t in zip(ids, taken, strict=True)
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """One reservation of :func:`reserve_many`: ``quantity`` of ``sku`` in ``warehouse``.
+
+    Requests with the same ``group`` (an order) are reserved all or none."""
+
+    sku: SkuRef
+    quantity: Number
+    warehouse: WarehouseRef
+    group: Any = None
+    source: Source | None = None
+    idempotency_key: str | None = None
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedMany:
+    """What :func:`reserve_many` did: per request its :class:`Reservation`, or None when its
+    group was short; per short group the first shortage."""
+
+    reservations: list[Reservation | None]
+    shortages: dict[Any, ShortageError]
+
+
+def reserve_many(
+    session: Session,
+    requests: Iterable[ReserveRequest],
+    *,
+    to_location: LocationRef | None = None,
+    hooks: Any = None,
+) -> ReservedMany:
+    """Reserve many requests at once, as bulk work does (a page of orders): each group of
+    requests (``ReserveRequest.group``, an order) all or none, groups in the order they first
+    appear, each request from its warehouse's oldest stock first (FIFO), for moves to
+    ``to_location`` (default: the customer location).
+
+    A group that cannot be served in full reserves nothing and is reported in ``shortages``
+    (the others go on); invalid input (an unknown SKU or warehouse, a bad quantity) raises
+    :class:`InventoryError` and reserves nothing. The stock of the requested SKUs is locked
+    first (:func:`lock_stock`); the quants, the moves and the stock report are then written
+    with one statement each, whatever the number of requests. Tracked SKUs (lots, serials)
+    and repeated idempotency keys take the path of :func:`reserve`, one request at a time.
+    Same result as :func:`reserve` for each request in turn, stopping a group at its first
+    shortage.
+    """
+    reqs = list(requests)
+    out: list[Reservation | None] = [None] * len(reqs)
+    shortages: dict[Any, ShortageError] = {}
+    if not reqs:
+        return ReservedMany(out, shortages)
+    op = _Op(session, hooks)
+    dst = (
+        get_location(session, to_location)
+        if to_location is not None
+        else virtual_location(session, "customer")
+    )
+    _check_destination(dst)
+    _hold_many(session, Sku, [r.sku for r in reqs if isinstance(r, ReserveRequest)], op.tid)
+    parsed: list[tuple[Sku, Decimal, Warehouse, str | None, str | None, str | None, str]] = []
+    groups: dict[Any, list[int]] = {}
+    skus: dict[Any, Sku] = {}  # each name looked up once
+    whs: dict[Any, Warehouse] = {}
+    for i, r in enumerate(reqs):
+        if not isinstance(r, ReserveRequest):
+            raise InventoryError(f"request {i + 1} is not a ReserveRequest")
+        sku = skus.get(r.sku) or skus.setdefault(r.sku, get_sku(session, r.sku))
+        wh = whs.get(r.warehouse) or whs.setdefault(
+            r.warehouse, get_warehouse(session, r.warehouse)
+        )
+        stype, sid = _source(r.source)
+        parsed.append(
+            (
+                sku,
+                _quantity(r.quantity, sku),
+                wh,
+                _key(r.idempotency_key),
+                stype,
+                sid,
+                _text(r.reference, "reference", 200, required=False),
+            )
+        )
+        groups.setdefault(r.group, []).append(i)
+    keys = [k for _, _, _, k, _, _, _ in parsed if k is not None]
+    repeated: set[str] = set()
+    for i in range(0, len(keys), 500):
+        q = select(M.c.idempotency_key).where(
+            M.c.tenant_id == op.tid, M.c.idempotency_key.in_(keys[i : i + 500])
+        )
+        repeated.update(k for k in op.conn.execute(q).scalars() if k is not None)
+    lock_stock(session, {sku.id for sku, *_ in parsed})
+    general = [
+        g
+        for g, idx in groups.items()
+        if any(parsed[i][0].tracking != "none" or parsed[i][3] in repeated for i in idx)
+    ]
+    fast = [g for g in groups if g not in general]
+    with op.atomic():
+        _reserve_groups(op, dst, parsed, [(g, groups[g]) for g in fast], out, shortages)
+        _finish(op)
+    for g in general:  # the general path, a request at a time, the group in a savepoint
+        try:
+            with session.begin_nested():
+                for i in groups[g]:
+                    sku, qty, wh, key, stype, sid, ref = parsed[i]
+                    out[i] = reserve(
+                        session,
+                        sku,
+                        qty,
+                        warehouse=wh,
+                        to_location=dst,
+                        source=(stype, sid) if stype is not None and sid is not None else None,
+                        idempotency_key=key,
+                        reference=ref,
+                        hooks=hooks,
+                    )
+        except ShortageError as exc:
+            for i in groups[g]:
+                out[i] = None
+            shortages[g] = exc
+    return ReservedMany(out, shortages)
+
+
+def _reserve_groups(
+    op: _Op,
+    dst: Location,
+    parsed: Sequence[tuple[Sku, Decimal, Warehouse, str | None, str | None, str | None, str]],
+    groups: Sequence[tuple[Any, list[int]]],
+    out: list[Reservation | None],
+    shortages: dict[Any, ShortageError],
+) -> None:
+    """The fast path of :func:`reserve_many`: untracked SKUs, the stock locked already."""
+    if not groups:
+        return
+    pairs = {(parsed[i][0].id, parsed[i][2].id) for _, idx in groups for i in idx}
+    stmt = (
+        select(Q.c.id, Q.c.sku_id, Q.c.warehouse_id, Q.c.location_id, q_available)
+        .where(
+            Q.c.tenant_id == op.tid,
+            Q.c.sku_id.in_(sorted({s for s, _ in pairs})),
+            Q.c.warehouse_id.in_(sorted({w for _, w in pairs})),
+            Q.c.quantity > Q.c.reserved,
+        )
+        .order_by(Q.c.in_date, Q.c.id)
+    )
+    pools: dict[tuple[int, int], list[list[Any]]] = {pair: [] for pair in pairs}
+    for qid, sku_id, wh_id, loc_id, free in op.conn.execute(stmt):
+        pool = pools.get((sku_id, wh_id))
+        if pool is not None:
+            pool.append([qid, loc_id, Decimal(free)])
+    planned: list[tuple[int, list[tuple[list[Any], Decimal]]]] = []
+    for group, idx in groups:
+        tentative: list[tuple[int, list[tuple[list[Any], Decimal]]]] = []
+        short: ShortageError | None = None
+        for i in idx:
+            sku, qty, wh, *_ = parsed[i]
+            need, takes = qty, []
+            for quant in pools[(sku.id, wh.id)]:
+                if need <= 0:
+                    break
+                take = min(quant[2], need)
+                if take > 0:
+                    quant[2] -= take
+                    need -= take
+                    takes.append((quant, take))
+            tentative.append((i, takes))
+            if need > 0:
+                short = ShortageError(sku.code, qty, qty - need, f"warehouse {wh.code}")
+                break
+        if short is not None:
+            for _, takes in tentative:  # give the group's share back to the pools
+                for quant, take in takes:
+                    quant[2] += take
+            shortages[group] = short
+            continue
+        planned.extend(tentative)
+    if not planned:
+        return
+    by_quant: dict[int, Decimal] = {}
+    rows: list[dict[str, Any]] = []
+    for i, takes in planned:
+        sku, _, wh, key, stype, sid, ref = parsed[i]
+        for (quant, take), k in zip(takes, _keys(key, len(takes)), strict=True):
+            by_quant[quant[0]] = by_quant.get(quant[0], Decimal(0)) + take
+            rows.append(
+                {
+                    "tenant_id": op.tid,
+                    "sku_id": sku.id,
+                    "quantity": take,
+                    "reserved": take,
+                    "from_location_id": quant[1],
+                    "to_location_id": dst.id,
+                    "lot_id": None,
+                    "state": "reserved",
+                    "created_at": op.now,
+                    "source_type": stype,
+                    "source_id": sid,
+                    "idempotency_key": k,
+                    "origin_move_id": None,
+                    "reference": ref,
+                    "unit_cost": None,
+                    "value": None,
+                    "done_at": None,
+                }
+            )
+        op.touched.add((sku.id, wh.id))
+    params = [{"qid": q, "tid": op.tid, "take": t} for q, t in sorted(by_quant.items())]
+    if op.conn.execute(_TAKE, params).rowcount != len(params):  # pragma: no cover - locked
+        raise RuntimeError("the locked stock changed under a reservation")
+
+    def give_back() -> None:
+        op.conn.execute(_GIVE_BACK, params)
+
+    op.undo.append(give_back)
+    ids = _insert_rows_returning_ids(op, rows)
+    op.undo.append(lambda: _delete_moves(op, ids))
+    at = 0
+    for i, takes in planned:
+        sku, qty, *_ = parsed[i]
+        lines = tuple(
+            ReservedLine(move_id=ids[at + n], location_id=quant[1], lot_id=None, quantity=take)
+            for n, (quant, take) in enumerate(takes)
+        )
+        at += len(takes)
+        out[i] = Reservation(
+            sku_id=sku.id,
+            sku_code=sku.code,
+            requested=qty,
+            reserved=qty,
+            shortage=Decimal(0).quantize(CENT),
+            lines=lines,
+        )
+
+
+#: The columns that tell two moves apart when their ids come back from one multi-row insert.
+_MOVE_IDENTITY = (
+    "idempotency_key",
+    "sku_id",
+    "from_location_id",
+    "quantity",
+    "source_type",
+    "source_id",
+    "reference",
+)
+
+
+def _insert_rows_returning_ids(op: _Op, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert moves with one statement; their ids in the order of ``rows``. The database
+    returns the rows in any order: they are matched by their values (moves equal in all of
+    them are interchangeable)."""
+    stmt = M.insert().returning(M.c.id, *(M.c[c] for c in _MOVE_IDENTITY))
+    found: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for row in op.conn.execute(stmt, rows):
+        found[tuple(row[1:])].append(row[0])
+    for ids in found.values():
+        ids.sort(reverse=True)  # the earlier row of equal ones takes the lower id
+    return [found[tuple(r[c] for c in _MOVE_IDENTITY)].pop() for r in rows]
+
+
+def _hold_many(session: Session, cls: type[_T], refs: Iterable[Any], tid: int) -> None:
+    """Read the rows of ``cls`` named by id in ``refs`` with one query and hold them (see
+    :func:`_held`), so that the look-ups that follow cost nothing."""
+    held = session.info.setdefault(_HELD, {})
+    ids = sorted(
+        {r for r in refs if isinstance(r, int) and not isinstance(r, bool) and 0 < r < 2**63}
+        - {i for c, i in held if c is cls}
+    )
+    for i in range(0, len(ids), 500):
+        for obj in session.scalars(select(cls).where(cls.id.in_(ids[i : i + 500]))):
+            if obj.tenant_id in (None, tid):
+                held[(cls, obj.id)] = obj
 
 
 def _check_destination(dst: Location) -> None:

@@ -265,3 +265,60 @@ def test_lock_stock_on_sqlite_takes_the_write_lock(erp_db, make_tenant):
         inv.lock_stock(s, [])  # nothing to lock: no transaction needed
         inv.lock_stock(s, [sku.id])
         assert s.connection().connection.driver_connection.in_transaction
+
+
+@pytest.mark.postgres
+@needs_postgres
+def test_pg_pages_reserved_at_once_by_concurrent_workers_never_oversell(erp_db, make_tenant):
+    """reserve_many from 8 workers at once, each page of orders of 1-3 units of the hot SKU
+    and of a second SKU, in both orders (no deadlock): the stock is never oversold and every
+    order is reserved whole or not at all."""
+    from erp_core.inventory.service import ReserveRequest
+
+    tid = _hot_sku(erp_db, make_tenant)
+    with erp_db.tenant_session(tid) as s:
+        inv.create_sku(s, code="COLD", name="Cold seller")
+        inv.receive(s, "COLD", 1000, warehouse="WH", unit_cost=1)
+    db = Database(PG_URL, pool_size=10, max_overflow=0)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+    whole: list[Decimal] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        rnd = random.Random(n)
+        try:
+            start.wait()
+            for page in range(6):
+                orders = [(f"{n}-{page}-{k}", Decimal(rnd.randint(1, 3))) for k in range(5)]
+                skus = ("HOT", "COLD") if n % 2 else ("COLD", "HOT")
+                requests = [
+                    ReserveRequest(sku, qty, "WH", group=o, idempotency_key=f"{o}:{sku}")
+                    for o, qty in orders
+                    for sku in skus
+                ]
+                with db.tenant_session(tid) as s:
+                    res = inv.reserve_many(s, requests)
+                    for r, req in zip(res.reservations, requests, strict=True):
+                        if req.group in res.shortages:
+                            assert r is None
+                        else:
+                            assert r is not None and r.reserved == req.quantity
+                            if req.sku == "HOT":
+                                with lock:
+                                    whole.append(r.reserved)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db.dispose()
+    assert not errors, errors[0]
+    with erp_db.tenant_session(tid) as s:
+        [hot] = inv.stock_levels(s, sku="HOT")
+        assert hot.reserved == sum(whole, Decimal(0)) <= STOCK and hot.available >= 0
+        assert hot.reserved > STOCK - 3  # the pages asked for far more than there was
+        assert not invariant_violations(s)

@@ -640,19 +640,16 @@ def _reserve_and_ship(
     session: Session, orders: list[Order], cfg: Setting, res: Result, hooks: Any, actor: str
 ) -> None:
     routed = [o for o in orders if o.status == "routed"]
-    if len(routed) > 1:  # a page of orders: lock its SKUs' stock first, in one order
-        planned = (Parcel.order_id.in_([o.id for o in routed]), Parcel.state == "planned")
-        inv.lock_stock(session, _parcel_sku_ids(session, *planned))
+    short = reserve_orders(session, routed, hooks=hooks)
     for o in routed:
-        try:
-            with session.begin_nested():
-                reserve(session, o, hooks=hooks)
+        exc = short.get(o.id)
+        if exc is None:
             res.reserved += 1
-        except ShortageError as exc:
-            _drop_parcels(session, o)
-            why = N_("stock ran short while reserving: %(shortage)s", shortage=exc)
-            hold(session, o, "stock", why, actor=actor)
-            res.held += 1
+            continue
+        _drop_parcels(session, o)
+        why = N_("stock ran short while reserving: %(shortage)s", shortage=exc)
+        hold(session, o, "stock", why, actor=actor)
+        res.held += 1
     if cfg.auto_ship:
         for o in [o for o in orders if o.status == "reserved"]:
             parcels = list(
@@ -752,6 +749,8 @@ class _RoutingInput:
     rates: list[rt.CourierRate]
     weights: dict[int, Decimal]
     default_weight: Decimal
+    #: available stock by (SKU, warehouse), less what the page's orders routed so far take
+    stock: dict[tuple[int, int], Decimal]
 
 
 def _routing_input(
@@ -779,7 +778,9 @@ def _routing_input(
         p.sku_id: p.weight_kg
         for p in session.scalars(select(SkuProfile).where(SkuProfile.sku_id.in_(sku_ids)))
     }
-    return _RoutingInput(whs, rates, weights, settings_of(session).default_weight_kg)
+    return _RoutingInput(
+        whs, rates, weights, settings_of(session).default_weight_kg, dict(ctx.stock)
+    )
 
 
 def _route(
@@ -799,7 +800,10 @@ def _route(
     if not mine:
         hold(session, o, "review", N_("nothing left to ship"), actor=actor)
         return False
-    stock = stock_by_warehouse(session, (ln.sku_id for ln in mine if ln.sku_id is not None))
+    # the page's stock, read once: an order routed before this one in the page has taken its
+    # part already (so that a hot SKU's orders spread over the warehouses that have it)
+    wanted = {ln.sku_id for ln in mine}
+    stock = {k: q for k, q in inp.stock.items() if k[0] in wanted}
     options = [
         rt.WarehouseOption(
             warehouse_id=w.id,
@@ -831,6 +835,11 @@ def _route(
     if isinstance(plan, rt.NoRoute):
         hold(session, o, plan.reason_code, plan.reason, actor=actor)
         return False
+    sku_of = {ln.id: ln.sku_id for ln in mine}
+    for parcel in plan.parcels:
+        for line_id, qty in parcel.lines:
+            key = (sku_of[line_id] or 0, parcel.warehouse_id)
+            inp.stock[key] = inp.stock.get(key, ZERO) - qty
     for parcel in plan.parcels:
         p = Parcel(
             order_id=o.id,
@@ -867,31 +876,81 @@ def _route(
 
 def reserve(session: Session, o: Order, *, hooks: Any = None) -> None:
     """Reserve the stock of every planned parcel of the order (all or nothing: a shortage
-    raises :class:`ShortageError` and the caller's savepoint undoes the parcel's part)."""
+    raises :class:`ShortageError` and nothing is reserved)."""
+    short = reserve_orders(session, [o], hooks=hooks)
+    if o.id in short:
+        raise short[o.id]
+
+
+def reserve_orders(
+    session: Session, orders: Sequence[Order], *, hooks: Any = None
+) -> dict[int, ShortageError]:
+    """Reserve the planned parcels of ``orders`` (a page) with one kernel call: each order all
+    or nothing, in the given order (the first come are served first). Returns the orders that
+    were short (order id -> the shortage); those keep their planned parcels, nothing reserved."""
+    if not orders:
+        return {}
+    by_id = {o.id: o for o in orders}
     parcels = list(
-        session.scalars(select(Parcel).where(Parcel.order_id == o.id, Parcel.state == "planned"))
+        session.scalars(
+            select(Parcel)
+            .where(Parcel.order_id.in_(list(by_id)), Parcel.state == "planned")
+            .order_by(Parcel.id)
+        )
     )
-    for p in parcels:
-        wh = session.get(Warehouse, p.warehouse_id)
-        assert wh is not None
-        for pl in session.scalars(select(ParcelLine).where(ParcelLine.parcel_id == p.id)):
-            line = session.get(OrderLine, pl.order_line_id)
-            assert line is not None and line.sku_id is not None
-            got = inv.reserve(
-                session,
-                line.sku_id,
-                pl.quantity,
-                warehouse=wh,
-                source=("oms_order", str(o.id)),
-                idempotency_key=f"oms:parcel-line:{pl.id}",
-                reference=o.platform_order_id,
-                hooks=hooks,
+    pls = list(
+        session.scalars(
+            select(ParcelLine)
+            .where(ParcelLine.parcel_id.in_([p.id for p in parcels]))
+            .order_by(ParcelLine.id)
+        )
+    )
+    skus = dict(
+        session.execute(
+            select(OrderLine.id, OrderLine.sku_id).where(
+                OrderLine.id.in_([pl.order_line_id for pl in pls])
             )
-            pl.move_ids = [x.move_id for x in got.lines]
-        p.state = "reserved"
-    o.status = "reserved"
-    o.updated_at = utcnow()
-    event(session, o, "reserved", N_("%(n)s parcel(s)", n=len(parcels)))
+        ).all()
+    )
+    by_parcel: dict[int, list[ParcelLine]] = defaultdict(list)
+    for pl in pls:
+        by_parcel[pl.parcel_id].append(pl)
+    of_order: dict[int, list[Parcel]] = defaultdict(list)
+    for p in parcels:
+        of_order[p.order_id].append(p)
+    asks: list[ParcelLine] = []
+    requests: list[inv.ReserveRequest] = []
+    for o in orders:  # in the caller's order: FIFO between orders
+        for p in of_order[o.id]:
+            for pl in by_parcel[p.id]:
+                sku_id = skus.get(pl.order_line_id)
+                assert sku_id is not None, f"parcel line {pl.id} has no SKU"
+                asks.append(pl)
+                requests.append(
+                    inv.ReserveRequest(
+                        sku_id,
+                        pl.quantity,
+                        p.warehouse_id,
+                        group=o.id,
+                        source=("oms_order", str(o.id)),
+                        idempotency_key=f"oms:parcel-line:{pl.id}",
+                        reference=o.platform_order_id,
+                    )
+                )
+    got = inv.reserve_many(session, requests, hooks=hooks)
+    for pl, r in zip(asks, got.reservations, strict=True):
+        if r is not None:
+            pl.move_ids = [x.move_id for x in r.lines]
+    now = utcnow()
+    for o in orders:
+        if o.id in got.shortages:
+            continue
+        for p in of_order[o.id]:
+            p.state = "reserved"
+        o.status = "reserved"
+        o.updated_at = now
+        event(session, o, "reserved", N_("%(n)s parcel(s)", n=len(of_order[o.id])))
+    return dict(got.shortages)
 
 
 # --- people's actions ----------------------------------------------------------------------------

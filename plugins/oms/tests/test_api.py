@@ -12,7 +12,7 @@ import pytest
 from erp_connector_tmall.sandbox import TmallSandbox
 from erp_oms import service as svc
 from erp_oms import stockpush
-from erp_oms.models import Allocation, Order, WarehouseRoute
+from erp_oms.models import Allocation, Order, Parcel, WarehouseRoute
 from sqlalchemy import select
 
 from erp_core.channels import service as chsvc
@@ -237,6 +237,24 @@ def test_split_across_warehouses_and_merge_of_one_buyer(client: Any, acme: Any, 
         again = svc.ingest(s, None, "", _platform_order("P-13", "TEA", qty=7, buyer="x"))
         svc.process(s)
         assert (again.status, again.hold_code) == ("held", "split_needed")
+
+
+def test_a_page_routes_each_order_on_the_stock_the_ones_before_it_left(acme: Any, erp_db: Any):
+    """HZ (first choice) has 3 TEA, BJ 5: of three orders of 2 in one page, the first goes
+    to HZ, the next two to BJ (HZ has 1 left for them): all reserved, none held short."""
+    with erp_db.tenant_session(acme.id) as s:
+        orders = [
+            svc.ingest(s, None, "", _platform_order(f"P-2{n}", "TEA", qty=2, buyer=f"b{n}"))
+            for n in range(3)
+        ]
+        res = svc.process(s)
+        assert (res.reserved, res.held) == (3, 0), [(o.hold_code, o.hold_reason) for o in orders]
+        where = [
+            inv.get_warehouse(s, p.warehouse_id).code
+            for o in orders
+            for p in s.scalars(select(Parcel).where(Parcel.order_id == o.id))
+        ]
+        assert where == ["HZ", "BJ", "BJ"]
 
 
 def test_rules_and_settings_refuse_bad_input(client: Any, acme: Any):
