@@ -161,10 +161,8 @@ def run(
         )
         svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=svc.hooks_of(s))
     with db.tenant_session(tid) as s, st.stage("write-back"):
-        for p in s.scalars(
-            select(Parcel).where(Parcel.writeback == "pending", Parcel.order_id.in_(ids))
-        ):
-            svc.writeback(s, p, channel)
+        due = select(Parcel).where(Parcel.writeback == "pending", Parcel.order_id.in_(ids))
+        svc.writeback_many(s, list(s.scalars(due)), channel)
     return res.reserved
 
 

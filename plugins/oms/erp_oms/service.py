@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -1265,51 +1266,93 @@ def due_writebacks(session: Session, *, limit: int = 100) -> list[Parcel]:
 def writeback(session: Session, parcel: Parcel, channel: Any) -> bool:
     """Tell the platform the parcel shipped (every order it carries); True when accepted.
     A refusal is kept on the parcel with the next attempt's time (see WRITEBACK_DELAYS)."""
+    return writeback_many(session, [parcel], channel)[0]
+
+
+#: Write-back calls in flight at once per shop (the connector's rate limiter still applies).
+WRITEBACK_CONCURRENCY = 4
+
+
+def writeback_many(
+    session: Session,
+    parcels: Sequence[Parcel],
+    channel: Any,
+    *,
+    concurrency: int = WRITEBACK_CONCURRENCY,
+) -> list[bool]:
+    """:func:`writeback` for parcels of one shop: what they carry read at once, the platform
+    called for up to ``concurrency`` parcels at a time (the calls touch no database), the
+    outcomes recorded here. True per parcel the platform accepted."""
     from erp_core.channels.types import Shipment
 
-    order = session.get(Order, parcel.order_id)
-    assert order is not None
-    by_order: dict[int, list[str]] = defaultdict(list)
-    rows = session.execute(
-        select(OrderLine.order_id, OrderLine.line_id)
-        .join(ParcelLine, ParcelLine.order_line_id == OrderLine.id)
-        .where(ParcelLine.parcel_id == parcel.id)
-    ).all()
-    for oid, line_id in rows:
-        by_order[oid].append(line_id)
-    parcel.writeback_attempts += 1
-    try:
-        for oid, line_ids in sorted(by_order.items()):
-            target = session.get(Order, oid)
-            assert target is not None
-            all_lines = session.scalar(
-                select(func.count()).select_from(OrderLine).where(OrderLine.order_id == oid)
-            )
-            whole = len(line_ids) == all_lines
-            channel.ship(
+    if not parcels:
+        return []
+    ids = [p.id for p in parcels]
+    carried: dict[int, dict[int, list[str]]] = {i: defaultdict(list) for i in ids}
+    for pid, oid, line_id in session.execute(
+        select(ParcelLine.parcel_id, OrderLine.order_id, OrderLine.line_id)
+        .join(OrderLine, OrderLine.id == ParcelLine.order_line_id)
+        .where(ParcelLine.parcel_id.in_(ids))
+    ):
+        carried[pid][oid].append(line_id)
+    order_ids = {oid for by_order in carried.values() for oid in by_order} | {
+        p.order_id for p in parcels
+    }
+    orders = {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    counts = dict(
+        session.execute(
+            select(OrderLine.order_id, func.count())
+            .where(OrderLine.order_id.in_(order_ids))
+            .group_by(OrderLine.order_id)
+        ).all()
+    )
+    calls: list[list[Any]] = []
+    for p in parcels:
+        calls.append(
+            [
                 Shipment(
-                    order_id=target.platform_order_id,
-                    line_ids=() if whole else tuple(sorted(line_ids)),
-                    tracking_no=parcel.tracking_no,
-                    courier_code=parcel.courier_code,
+                    order_id=orders[oid].platform_order_id,
+                    line_ids=() if len(line_ids) == counts.get(oid) else tuple(sorted(line_ids)),
+                    tracking_no=p.tracking_no,
+                    courier_code=p.courier_code,
                 )
-            )
-    except Exception as exc:  # the platform refused or could not be reached: retry later
-        delay = WRITEBACK_DELAYS[min(parcel.writeback_attempts, len(WRITEBACK_DELAYS)) - 1]
-        parcel.writeback = "failed"
-        parcel.writeback_error = f"{type(exc).__name__}: {exc}"[:1000]
-        parcel.writeback_next_at = utcnow() + timedelta(seconds=delay)
-        event(session, order, "writeback_failed", parcel.writeback_error, parcel=parcel.id)
-        return False
-    parcel.writeback = "done"
-    parcel.writeback_error = ""
-    parcel.writeback_next_at = None
-    parcel.written_back_at = utcnow()
-    for oid in by_order:
-        target = session.get(Order, oid)
-        assert target is not None
-        event(session, target, "written_back", f"{parcel.courier_code} {parcel.tracking_no}")
-    return True
+                for oid, line_ids in sorted(carried[p.id].items())
+            ]
+        )
+
+    def send(shipments: list[Any]) -> Exception | None:
+        try:
+            for shipment in shipments:
+                channel.ship(shipment)
+        except Exception as exc:  # the platform refused or could not be reached: retry later
+            return exc
+        return None
+
+    if concurrency > 1 and len(parcels) > 1:
+        with ThreadPoolExecutor(max_workers=min(concurrency, len(parcels))) as pool:
+            outcomes = list(pool.map(send, calls))
+    else:
+        outcomes = [send(c) for c in calls]
+    now = utcnow()
+    accepted = []
+    for p, exc in zip(parcels, outcomes, strict=True):
+        p.writeback_attempts += 1
+        if exc is not None:
+            delay = WRITEBACK_DELAYS[min(p.writeback_attempts, len(WRITEBACK_DELAYS)) - 1]
+            p.writeback = "failed"
+            p.writeback_error = f"{type(exc).__name__}: {exc}"[:1000]
+            p.writeback_next_at = now + timedelta(seconds=delay)
+            event(session, orders[p.order_id], "writeback_failed", p.writeback_error, parcel=p.id)
+            accepted.append(False)
+            continue
+        p.writeback = "done"
+        p.writeback_error = ""
+        p.writeback_next_at = None
+        p.written_back_at = now
+        for oid in sorted(carried[p.id]):
+            event(session, orders[oid], "written_back", f"{p.courier_code} {p.tracking_no}")
+        accepted.append(True)
+    return accepted
 
 
 # --- logistics trail -----------------------------------------------------------------------------

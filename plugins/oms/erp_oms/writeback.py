@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from erp_core.channels import service as channels
@@ -14,8 +15,8 @@ from erp_core.channels.models import ChannelAccount
 from erp_core.db.base import utcnow
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings
-from erp_oms.models import Order
-from erp_oms.service import due_trails, due_writebacks, refresh_trail, writeback
+from erp_oms.models import Order, Parcel
+from erp_oms.service import due_trails, due_writebacks, refresh_trail, writeback_many
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,14 @@ def run_due(
     """Write back every due parcel; one channel instance per shop."""
     done = failed = 0
     cache: dict[int, Any] = {}
-    for parcel in due_writebacks(session, limit=limit):
-        order = session.get(Order, parcel.order_id)
+    by_shop: dict[int, list[Parcel]] = {}
+    due = due_writebacks(session, limit=limit)
+    orders = {
+        o.id: o
+        for o in session.scalars(select(Order).where(Order.id.in_({p.order_id for p in due})))
+    }
+    for parcel in due:
+        order = orders.get(parcel.order_id)
         if order is None or order.channel_account_id is None:
             parcel.writeback = "none"
             continue
@@ -90,13 +97,13 @@ def run_due(
         except Exception as exc:  # the account is gone or its connector is not installed
             cache[acc] = None
             log.warning("oms write-back: shop %s unusable: %s", acc, exc)
-        chan = cache[acc]
-        if chan is None:
+        if cache[acc] is None:
             failed += 1
             continue
-        if writeback(session, parcel, chan):
-            done += 1
-        else:
-            failed += 1
+        by_shop.setdefault(acc, []).append(parcel)
+    for acc, parcels in by_shop.items():  # each shop's parcels together, calls in parallel
+        outcomes = writeback_many(session, parcels, cache[acc])
+        done += sum(outcomes)
+        failed += len(outcomes) - sum(outcomes)
     session.flush()
     return {"done": done, "failed": failed}

@@ -378,3 +378,43 @@ def test_a_page_of_parcels_ships_at_once_each_order_on_its_own_books(
             )
             assert amount == units * D("11.00")  # the moving average of both warehouses
         assert sum((r.balance_base for r in ledger.trial_balance(s)), D(0)) == 0
+
+
+def test_write_back_calls_in_parallel_and_keeps_each_refusal_on_its_parcel(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    now = datetime.now(UTC)
+    for h in (3, 4, 5, 6, 7):
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=1)
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        assert svc.process(s).reserved == 5
+        parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
+        svc.ship_many(s, [(p, f"YT{p.id:08d}", "YTO") for p in parcels])
+        # the platform does not know this one (refused for good, not a transient error)
+        lost = s.get(Order, parcels[2].order_id)
+        assert lost is not None
+        known = lost.platform_order_id
+        lost.platform_order_id = "404404404"
+        out = run_due(s, erp_registry, erp_settings)
+        assert out == {"done": 4, "failed": 1}
+        assert [p.writeback for p in parcels] == ["done", "done", "failed", "done", "done"]
+        bad = parcels[2]
+        assert bad.writeback_error and bad.writeback_next_at is not None
+        assert bad.writeback_attempts == 1
+        kinds = {
+            (e.order_id, e.kind)
+            for e in s.scalars(
+                select(Event).where(Event.kind.in_(("written_back", "writeback_failed")))
+            )
+        }
+        assert (lost.id, "writeback_failed") in kinds
+        assert {(p.order_id, "written_back") for p in parcels if p is not bad} <= kinds
+        lost.platform_order_id = known
+    got = {x["order_id"]: x["tracking_no"] for x in sandbox.shipments()}
+    with erp_db.tenant_session(tid) as s:
+        for p in s.scalars(select(Parcel).where(Parcel.writeback == "done")):
+            order = s.get(Order, p.order_id)
+            assert order is not None and got[order.platform_order_id] == p.tracking_no
+        assert known not in got
