@@ -10,7 +10,7 @@ from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import visitors
 
 from erp_core.db.base import TenantScoped
@@ -343,13 +343,20 @@ def install_sqlite_transactions(engine: Engine) -> None:
             cursor.execute("BEGIN")
 
 
+#: A file database keeps a few connections open (opening one costs its pragmas and reading the
+#: schema again, about a millisecond: more than a small transaction); more are opened when
+#: needed and closed when given back, so that no thread waits for one. A forked worker
+#: process drops the ones it inherited (``erp_core.tasks.process``).
+_SQLITE_POOL: dict[str, Any] = {"poolclass": QueuePool, "pool_size": 5, "max_overflow": -1}
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        pool: dict[str, Any] = {} if ":memory:" in url else _SQLITE_POOL
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            poolclass=NullPool if ":memory:" not in url else None,
-            **kwargs,
+            **{**pool, **kwargs},
         )
 
         install_sqlite_pragmas(engine, foreign_keys=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from erp_core.tenancy.models import Tenant
@@ -38,3 +38,44 @@ def test_a_released_savepoint_commits_with_its_transaction(erp_db):
             s.add(Tenant(slug="kept", name="Again"))
             s.flush()
     assert _count(erp_db, "kept") == 1
+
+
+def test_sqlite_connections_are_kept_and_keep_their_settings(tmp_path):
+    """A file database keeps its connections between transactions (no pragmas and schema
+    read per transaction), each with foreign keys enforced; a rolled-back transaction leaves
+    nothing on the connection the next one gets; threads never wait for a connection."""
+    import threading
+
+    from erp_core.db.session import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'pool.sqlite'}")
+    opened: list[object] = []
+    event.listen(db.engine, "connect", lambda dbapi_conn, record: opened.append(dbapi_conn))
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE c (p_id INTEGER REFERENCES p (id))")
+        for _ in range(3):
+            with db.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                with pytest.raises(IntegrityError):
+                    conn.exec_driver_sql("INSERT INTO c VALUES (7)")
+                conn.rollback()
+        assert len(opened) == 1
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM c").scalar() == 0
+        held = [db.engine.connect() for _ in range(12)]  # more than the pool keeps
+        got: list[int] = []
+
+        def one_more() -> None:
+            with db.engine.connect():
+                got.append(1)
+
+        t = threading.Thread(target=one_more)
+        t.start()
+        t.join(timeout=5)
+        assert got == [1]
+        for conn in held:
+            conn.close()
+    finally:
+        db.dispose()
