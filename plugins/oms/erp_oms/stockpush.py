@@ -22,9 +22,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from erp_core.channels.interfaces import SalesChannel
@@ -148,17 +150,23 @@ def plan(session: Session, sku_ids: Iterable[int]) -> dict[int, dict[str, int]]:
 
 
 def mark(session: Session, sku_ids: Iterable[int]) -> None:
-    """Mark SKUs whose stock changed (idempotent within and across transactions)."""
-    ids = set(sku_ids)
+    """Mark SKUs whose stock changed (idempotent within and across transactions): one
+    upsert for all of them."""
+    ids = sorted(set(sku_ids))
     if not ids:
         return
-    have = set(session.scalars(select(StockDirty.sku_id).where(StockDirty.sku_id.in_(ids))))
-    for sku_id in sorted(ids - have):
-        session.add(StockDirty(sku_id=sku_id))
+    from erp_core.db.session import session_tenant
+
+    tid = session_tenant(session)
     now = utcnow()
-    for row in session.scalars(select(StockDirty).where(StockDirty.sku_id.in_(have))):
-        row.marked_at = now
-    session.flush()
+    table = cast(Table, StockDirty.__table__)
+    dialect = session.get_bind().dialect.name
+    ins: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.sku_id],
+        set_={"marked_at": ins.excluded.marked_at},
+    )
+    session.execute(stmt, [{"tenant_id": tid, "sku_id": i, "marked_at": now} for i in ids])
 
 
 def push(
