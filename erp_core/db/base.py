@@ -7,7 +7,14 @@ from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    MappedColumn,
+    declared_attr,
+    mapped_column,
+    orm_insert_sentinel,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -19,6 +26,18 @@ NAMING_CONVENTION = {
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (so that SQLite's rowid autoincrement works).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def bulk_sentinel() -> MappedColumn[Any]:
+    """A nullable ``insert_sentinel`` column for a table that takes many new rows at once.
+
+    SQLAlchemy needs the new rows' primary keys back. PostgreSQL returns them from one
+    multi-row INSERT in order; SQLite does not promise that order, so without a sentinel the
+    ORM inserts such rows one statement each (a hundred timeline events: a hundred
+    statements). With it, they go in one statement, matched by the sentinel's values. The
+    column is only written during such inserts; a migration adds it as a nullable INTEGER.
+    """
+    return orm_insert_sentinel("insert_sentinel")
 
 
 def utcnow() -> datetime:

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from erp_core.db.base import Base, BigId, TenantScoped, utcnow
+from erp_core.db.base import Base, BigId, TenantScoped, bulk_sentinel, utcnow
 
 Money = Numeric(18, 2)
 Qty = Numeric(18, 4)
@@ -65,6 +65,8 @@ class Order(TenantScoped, Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: lets SQLite take many new rows in one INSERT (see erp_core.db.base.bulk_sentinel)
+    insert_sentinel: Mapped[int | None] = bulk_sentinel()
     #: The shop (channel account) it came from; None for manual and imported orders.
     channel_account_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("core_channel_account.id")
@@ -124,6 +126,8 @@ class OrderLine(TenantScoped, Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: lets SQLite take many new rows in one INSERT (see erp_core.db.base.bulk_sentinel)
+    insert_sentinel: Mapped[int | None] = bulk_sentinel()
     order_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("oms_order.id", ondelete="CASCADE"), nullable=False
     )
@@ -154,6 +158,8 @@ class Parcel(TenantScoped, Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: lets SQLite take many new rows in one INSERT (see erp_core.db.base.bulk_sentinel)
+    insert_sentinel: Mapped[int | None] = bulk_sentinel()
     #: The order it was planned for (a merged parcel: the order the others merged into).
     order_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("oms_order.id", ondelete="CASCADE"), nullable=False
@@ -191,6 +197,8 @@ class ParcelLine(TenantScoped, Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: lets SQLite take many new rows in one INSERT (see erp_core.db.base.bulk_sentinel)
+    insert_sentinel: Mapped[int | None] = bulk_sentinel()
     parcel_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("oms_parcel.id", ondelete="CASCADE"), nullable=False
     )
@@ -209,6 +217,8 @@ class Event(TenantScoped, Base):
     __table_args__ = (Index("ix_oms_event_order", "order_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: lets SQLite take many new rows in one INSERT (see erp_core.db.base.bulk_sentinel)
+    insert_sentinel: Mapped[int | None] = bulk_sentinel()
     order_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("oms_order.id", ondelete="CASCADE"), nullable=False
     )
