@@ -114,6 +114,9 @@ def upgrade(settings: Settings, registry: PluginRegistry, engine: Engine) -> lis
         apply_rls(engine)
     if engine.dialect.name == "sqlite":
         sqlite_planner_hints(engine)
+        # SQLite reads its statistics when a connection opens: the connections pooled before
+        # the hints were written would keep planning without them
+        engine.dispose()
     return sorted(applied(cfg, engine) - before)
 
 

@@ -99,3 +99,32 @@ def test_sqlite_planner_does_not_walk_a_tenant_through_its_tenant_index(erp_db):
         }
     for sql, plan in plans.items():
         assert "(tenant_id=?)" not in plan, (sql, plan)
+
+
+def test_sqlite_connections_pooled_before_a_migration_plan_with_its_hints(tmp_path):
+    """SQLite reads its statistics when a connection opens: a connection the pool kept from
+    before ``upgrade`` wrote the planner hints must not go on planning without them."""
+    from erp_core.db.migrate import upgrade
+    from erp_core.db.session import Database
+    from erp_core.plugins.registry import PluginRegistry
+    from erp_core.settings import load_settings
+
+    url = f"sqlite:///{tmp_path / 'hints.sqlite'}"
+    settings = load_settings(database_url=url, var_dir=str(tmp_path))
+    registry = PluginRegistry.discover(settings.plugins or None)
+    db = Database(url)
+    try:
+        with db.engine.connect() as conn:  # kept by the pool
+            conn.exec_driver_sql("SELECT 1")
+        upgrade(settings, registry, db.engine)
+        with db.engine.connect() as conn:
+            plan = " ".join(
+                r[-1]
+                for r in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT * FROM oms_parcel_line"
+                    " WHERE tenant_id = 1 AND parcel_id IN (1, 2)"
+                )
+            )
+        assert "(tenant_id=?)" not in plan, plan
+    finally:
+        db.dispose()
