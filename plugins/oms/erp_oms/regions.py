@@ -999,9 +999,38 @@ def address_errors(
 _NAME_CONTINUES = frozenset("区县市旗镇乡州盟")
 
 
+class _Prefixes:
+    """Names and short aliases indexed by length: the longest one a text starts with is found by
+    a few dictionary lookups (one per distinct length), not by trying every name."""
+
+    def __init__(self, names: Iterable[str], short: Mapping[str, str]) -> None:
+        self.names = frozenset(names)
+        self.aliases = frozenset(short)
+        self.lengths = sorted({len(n) for n in self.names | self.aliases}, reverse=True)
+
+    def longest(self, text: str) -> str:
+        """The longest name (or alias) that ``text`` starts with; a name wins over an alias of
+        the same length, and an alias that is only the start of a longer name is skipped."""
+        for k in self.lengths:
+            if k > len(text):
+                continue
+            head = text[:k]
+            if head in self.names:
+                return head
+            if head in self.aliases and text[k : k + 1] not in _NAME_CONTINUES:
+                return head
+        return ""
+
+
+_PROVINCE_PREFIXES = _Prefixes(PROVINCES, _PROVINCE_ALIASES)
+_CITY_FIRST_PREFIXES = _Prefixes(_CITY_PROVINCE, {})
+_CITY_PREFIXES = _Prefixes((*_CITY_PROVINCE, *MUNICIPAL_CITY_PLACEHOLDERS), _CITY_ALIASES)
+
+
 def _longest_prefix(text: str, names: Iterable[str], *, short: Mapping[str, str]) -> str:
     """The longest of ``names`` (or of the aliases in ``short``) that ``text`` starts with,
-    skipping an alias that is only the start of a longer name."""
+    skipping an alias that is only the start of a longer name (the reference the indexes are
+    tested against)."""
     best = ""
     for name in names:
         if len(name) > len(best) and text.startswith(name):
@@ -1027,14 +1056,13 @@ def split_address(text: str | None) -> tuple[str | None, str | None, str]:
     is dropped: it repeats the province.
     """
     rest = clean(text)
-    city_names = (*_CITY_PROVINCE, *MUNICIPAL_CITY_PLACEHOLDERS)
-    prov_alias = _longest_prefix(rest, PROVINCES, short=_PROVINCE_ALIASES)
-    city_first = _longest_prefix(rest, _CITY_PROVINCE, short={})
+    prov_alias = _PROVINCE_PREFIXES.longest(rest)
+    city_first = _CITY_FIRST_PREFIXES.longest(rest)
     province: str | None = None
     if prov_alias and len(prov_alias) >= len(city_first):
         province = _PROVINCE_ALIASES[prov_alias]
         rest = rest[len(prov_alias) :]
-    city_alias = _longest_prefix(rest, city_names, short=_CITY_ALIASES)
+    city_alias = _CITY_PREFIXES.longest(rest)
     city: str | None = None
     if city_alias:
         name = _CITY_ALIASES.get(city_alias, city_alias)

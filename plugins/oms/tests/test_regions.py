@@ -431,3 +431,27 @@ def test_whitespace_does_not_matter(city_province, space):
 )
 def test_split_address(text, parts):
     assert split_address(text) == parts
+
+
+_NAME_TEXT = st.sampled_from(
+    [*PROVINCES, *CITY_PROVINCE, *regions._PROVINCE_ALIASES, *regions._CITY_ALIASES, "市辖区", "县"]
+)
+
+
+@given(
+    head=_NAME_TEXT,
+    tail=st.text(alphabet="区县市旗镇乡州盟路号1朝阳江苏", max_size=4),
+    cut=st.integers(min_value=0, max_value=3),
+)
+def test_prefix_index_finds_what_trying_every_name_finds(head, tail, cut):
+    text = head[: len(head) - cut] + tail
+    for index, names, short in (
+        (regions._PROVINCE_PREFIXES, PROVINCES, regions._PROVINCE_ALIASES),
+        (regions._CITY_FIRST_PREFIXES, regions._CITY_PROVINCE, {}),
+        (
+            regions._CITY_PREFIXES,
+            (*regions._CITY_PROVINCE, *regions.MUNICIPAL_CITY_PLACEHOLDERS),
+            regions._CITY_ALIASES,
+        ),
+    ):
+        assert index.longest(text) == regions._longest_prefix(text, names, short=short)
