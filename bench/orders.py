@@ -143,15 +143,15 @@ def run(
     from erp_oms.models import Parcel
     from sqlalchemy import select
 
-    from erp_core.channels.sync import record_version
+    from erp_core.channels.sync import record_versions
 
     # one transaction per stage, as the sync, the oms.process task and the warehouse's
-    # shipping each commit their own work
+    # shipping each commit their own work; the sync hands a page's new orders to the OMS's
+    # erp_channel_orders hook, which stores them with ingest_many
     with st.stage("ingest"), db.tenant_session(tid) as s:
-        ids = []
-        for o in batch:
-            if record_version(s, account_id, o) in ("new", "changed"):
-                ids.append(svc.ingest(s, account_id, "tmall", o).id)
+        verdicts = record_versions(s, account_id, batch)
+        todo = [o for o, v in zip(batch, verdicts, strict=True) if v in ("new", "changed")]
+        ids = [row.id for row in svc.ingest_many(s, account_id, "tmall", todo)]
         s.flush()
     with st.stage("review+route+reserve"), db.tenant_session(tid) as s:
         res = svc.process(s, order_ids=ids, hooks=svc.hooks_of(s), limit=len(ids) or 1)

@@ -3,7 +3,8 @@
 :func:`receive` is what ``POST /hooks/{connector}/{account_id}`` runs: it finds the account
 (the tenant is known only from it), lets the connector verify and parse the raw request, and
 commits the message to ``core_inbox_message`` **before** :func:`process` turns it into the
-``erp_channel_order`` / ``erp_channel_refund`` / ``erp_channel_payment`` hooks.
+``erp_channel_orders`` / ``erp_channel_order`` / ``erp_channel_refund`` / ``erp_channel_payment``
+hooks.
 
 Processing parses the stored raw request again (so a replay does exactly what the first run
 did), gets the normalized object (from the message, or asks the connector), and delivers it
@@ -354,6 +355,7 @@ def _call_hooks(
         return
     args = {"session": session, "tenant_id": tenant_id, "account_id": account_id}
     if isinstance(obj, Order):
+        hooks.erp_channel_orders(**args, orders=[obj])
         hooks.erp_channel_order(**args, order=obj)
     elif isinstance(obj, Refund):
         hooks.erp_channel_refund(**args, refund=obj)

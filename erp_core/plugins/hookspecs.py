@@ -170,6 +170,18 @@ def erp_channel_order(session: Session, tenant_id: int, account_id: int, order: 
 
 
 @hookspec
+def erp_channel_orders(
+    session: Session, tenant_id: int, account_id: int, orders: Sequence[Order]
+) -> None:
+    """:func:`erp_channel_order` for a page of orders at once (the sync delivers each page of
+    new and changed orders in one call, the inbox a pushed order as a list of one), so that a
+    plugin can store them with a few statements instead of a few per order. Same rules
+    (transaction, ordering); the list is in the platform's order and may hold two versions of
+    the same order. Implement this hook or :func:`erp_channel_order`, not both: both are called.
+    """
+
+
+@hookspec
 def erp_channel_refund(session: Session, tenant_id: int, account_id: int, refund: Refund) -> None:
     """A sales channel delivered ``refund`` (a refund or after-sale request, normalized):
     first seen or changed. Same rules as :func:`erp_channel_order` (transaction, ordering)."""

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from erp_core.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.orm import Session
 
     from erp_core.channels.types import Order, Refund
@@ -15,13 +17,16 @@ if TYPE_CHECKING:
 
 
 @hookimpl
-def erp_channel_order(session: Session, tenant_id: int, account_id: int, order: Order) -> None:
-    """Every new or changed platform order lands in the pool (once per platform order)."""
+def erp_channel_orders(
+    session: Session, tenant_id: int, account_id: int, orders: Sequence[Order]
+) -> None:
+    """Every new or changed platform order lands in the pool (once per platform order); a
+    sync's page is stored with a few statements."""
     from erp_core.channels.models import ChannelAccount
-    from erp_oms.service import ingest
+    from erp_oms.service import ingest_many
 
     account = session.get(ChannelAccount, account_id)
-    ingest(session, account_id, account.connector if account else "", order)
+    ingest_many(session, account_id, account.connector if account else "", orders)
 
 
 @hookimpl

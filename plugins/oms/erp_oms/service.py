@@ -243,6 +243,57 @@ def _fill(row: Order, order: ChannelOrder) -> None:
 
 
 def _create(session: Session, account_id: int | None, connector: str, order: ChannelOrder) -> Order:
+    row = _new_row(account_id, connector, order)
+    session.add(row)
+    session.flush()
+    skus = _sku_ids(session, account_id, (ln.merchant_sku for ln in order.lines))
+    _created(session, row, order, skus)
+    return row
+
+
+def ingest_many(
+    session: Session, account_id: int | None, connector: str, orders: Sequence[ChannelOrder]
+) -> list[Order]:
+    """:func:`ingest` each of ``orders`` in turn (the stored rows, in the same order; a repeated
+    platform order gives its one row each time). A page of new orders takes one read, one insert
+    per table and one SKU lookup, whatever its length."""
+    if not orders:
+        return []
+    platform_ids = list(dict.fromkeys(o.order_id for o in orders))
+    known: set[str] = set()
+    for n in range(0, len(platform_ids), 500):
+        known.update(
+            session.scalars(
+                select(Order.platform_order_id).where(
+                    Order.channel_account_id == account_id,
+                    Order.platform_order_id.in_(platform_ids[n : n + 500]),
+                )
+            )
+        )
+    out: list[Order | None] = [None] * len(orders)
+    fresh: list[tuple[int, Order, ChannelOrder]] = []
+    later: list[int] = []  # stored already, or a second version in this list: one at a time
+    for i, o in enumerate(orders):
+        if o.order_id in known:
+            later.append(i)
+        else:
+            known.add(o.order_id)
+            fresh.append((i, _new_row(account_id, connector, o), o))
+    if fresh:
+        session.add_all([row for _, row, _ in fresh])
+        session.flush()
+        skus = _sku_ids(
+            session, account_id, (ln.merchant_sku for _, _, o in fresh for ln in o.lines)
+        )
+        for i, row, o in fresh:
+            _created(session, row, o, skus)
+            out[i] = row
+    for i in later:
+        out[i] = ingest(session, account_id, connector, orders[i])
+    return [row for row in out if row is not None]
+
+
+def _new_row(account_id: int | None, connector: str, order: ChannelOrder) -> Order:
     row = Order(
         channel_account_id=account_id,
         connector=connector,
@@ -252,11 +303,13 @@ def _create(session: Session, account_id: int | None, connector: str, order: Cha
         tags=[],
     )
     _fill(row, order)
-    session.add(row)
-    session.flush()
-    skus = _sku_ids(session, account_id, (ln.merchant_sku for ln in order.lines))
-    for ln in order.lines:
-        session.add(
+    return row
+
+
+def _created(session: Session, row: Order, order: ChannelOrder, skus: dict[str, int]) -> None:
+    """The lines and first events of a new order (``row`` flushed: it has its id)."""
+    session.add_all(
+        [
             OrderLine(
                 order_id=row.id,
                 line_id=ln.line_id,
@@ -271,7 +324,9 @@ def _create(session: Session, account_id: int | None, connector: str, order: Cha
                 paid=ln.paid,
                 refund_status=ln.refund_status.value,
             )
-        )
+            for ln in order.lines
+        ]
+    )
     event(
         session,
         row,
@@ -285,7 +340,6 @@ def _create(session: Session, account_id: int | None, connector: str, order: Cha
     elif order.status in (OrderStatus.SHIPPED, OrderStatus.COMPLETED):
         row.status = "completed" if order.status is OrderStatus.COMPLETED else "shipped"
         event(session, row, "shipped", N_("shipped outside the ERP (as the platform reports it)"))
-    return row
 
 
 def _update(session: Session, row: Order, order: ChannelOrder) -> None:
