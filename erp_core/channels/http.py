@@ -576,6 +576,9 @@ class ChannelHTTPClient:
         bucket: str,
         duration: float,
     ) -> None:
+        level = logging.INFO if outcome.verdict is Verdict.OK else logging.WARNING
+        if not self.log.isEnabledFor(level):
+            return  # building and redacting the URL costs as much as a loopback call
         url = str(self._client.build_request(req.method, req.url, params=req.params).url)
         safe_url = self.redactor.redact_url(url)
         status = response.status_code if response is not None else None
@@ -589,7 +592,6 @@ class ChannelHTTPClient:
             "channel_outcome": outcome.verdict.value,
             "channel_code": outcome.code,
         }
-        level = logging.INFO if outcome.verdict is Verdict.OK else logging.WARNING
         self.log.log(
             level,
             "%s %s -> %s %s in %.1f ms (attempt %d, account %s)",

@@ -682,9 +682,19 @@ def process(
         ready = [o for o in ready if o.merged_into_id is None]
     plan_input = _routing_input(session, ctx, lines)
     strategies = extra_strategies(hooks)
+    planned: list[tuple[Parcel, tuple[tuple[int, Decimal], ...]]] = []
     for o in ready:
-        if _route(session, o, lines, plan_input, cfg, strategies, actor):
+        if _route(session, o, lines, plan_input, cfg, strategies, actor, planned):
             res.routed += 1
+    if planned:
+        session.flush()  # the page's parcels in one statement: their ids for the lines
+        session.add_all(
+            [
+                ParcelLine(parcel_id=p.id, order_line_id=line_id, quantity=qty, move_ids=[])
+                for p, parcel_lines in planned
+                for line_id, qty in parcel_lines
+            ]
+        )
     with inv.stock_change_batch(session):  # one stock report (and push mark) per run
         _reserve_and_ship(session, orders, cfg, res, hooks, actor)
     session.flush()
@@ -846,7 +856,10 @@ def _route(
     cfg: Setting,
     strategies: Mapping[str, Any],
     actor: str,
+    planned: list[tuple[Parcel, tuple[tuple[int, Decimal], ...]]],
 ) -> bool:
+    """Plan the order's parcels (added to the session; their lines, which need the parcels'
+    ids, are appended to ``planned`` for the caller to add after one flush)."""
     mine = [
         ln
         for ln in lines[o.id]
@@ -905,11 +918,7 @@ def _route(
             state="planned",
         )
         session.add(p)
-        session.flush()
-        for line_id, qty in parcel.lines:
-            session.add(
-                ParcelLine(parcel_id=p.id, order_line_id=line_id, quantity=qty, move_ids=[])
-            )
+        planned.append((p, tuple(parcel.lines)))
     o.status = "routed"
     o.updated_at = utcnow()
     where = ", ".join(f"#{p.warehouse_id}/{p.courier_code or '-'}" for p in plan.parcels)
