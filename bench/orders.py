@@ -117,16 +117,29 @@ def orders(box: Any, channel: Any, n: int) -> list[Any]:
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     start = end - timedelta(hours=20)
     step = (end - start) / max(n, 1)
+    t0 = time.perf_counter()
     for i in range(n):
         box.order_with_status("WAIT_SELLER_SEND_GOODS", at=start + step * i, lines=3)
+        if (i + 1) % 10_000 == 0 and i + 1 < n:
+            progress(f"setup: {i + 1} of {n} orders created at the sandbox", t0)
+    progress(f"setup: {n} orders created at the sandbox", t0)
     out: dict[str, Any] = {}
     cursor: Any = Cursor(window=Window(start=start, end=end + timedelta(seconds=1)))
+    t0 = time.perf_counter()
     while cursor is not None:
         page = channel.fetch_orders(cursor)
         for o in page.items:
             out[o.order_id] = o
         cursor = page.next
+        if cursor is not None and len(out) % 10_000 < len(page.items):
+            progress(f"setup: {len(out)} of {n} orders fetched through the connector", t0)
+    progress(f"setup: {len(out)} orders fetched through the connector", t0)
     return sorted(out.values(), key=lambda o: (o.modified_at, o.order_id))
+
+
+def progress(what: str, since: float) -> None:
+    """A line on stderr while the long parts run (stdout keeps the figures)."""
+    print(f"{what} ({time.perf_counter() - since:.1f} s)", file=sys.stderr, flush=True)
 
 
 def run(
@@ -279,6 +292,8 @@ def main() -> int:
                 reserved += run(
                     db, registry, settings, tid, account_id, todo[i : i + size], st, channel
                 )
+                if (i + size) % 10_000 < size and i + size < len(todo):
+                    progress(f"run: {i + size} of {len(todo)} orders", t0)
             seconds = time.perf_counter() - t0
         if reserved != args.n:
             print(f"only {reserved} of {args.n} orders were reserved", file=sys.stderr)

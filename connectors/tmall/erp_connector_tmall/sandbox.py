@@ -609,9 +609,16 @@ class TmallSandbox(SalesSandbox):
 
     @staticmethod
     def _page(
-        rows: list[dict[str, Any]], page: int, size: int, use_has_next: bool, key: tuple[str, str]
+        rows: list[Any],
+        render: Callable[[Any], dict[str, Any]],
+        page: int,
+        size: int,
+        use_has_next: bool,
+        key: tuple[str, str],
     ) -> dict[str, Any]:
-        chunk = rows[(page - 1) * size : page * size]
+        """The ``page`` of ``rows``; only its rows are rendered (a deep backfill pages through
+        tens of thousands of trades)."""
+        chunk = [render(row) for row in rows[(page - 1) * size : page * size]]
         answer: dict[str, Any] = {"has_next": page * size < len(rows)}
         if not use_has_next:
             answer["total_results"] = len(rows)
@@ -648,8 +655,14 @@ class TmallSandbox(SalesSandbox):
             key=lambda t: (t.modified, t.tid),
             reverse=True,  # newest first, as TOP answers
         )
-        rendered = [self._trade_json(t, fields) for t in rows]
-        return self._page(rendered, page, size, use_has_next, ("trades", "trade"))
+        return self._page(
+            rows,
+            lambda t: self._trade_json(t, fields),
+            page,
+            size,
+            use_has_next,
+            ("trades", "trade"),
+        )
 
     def _trade_fullinfo(self, params: Mapping[str, str]) -> dict[str, Any]:
         fields = self._fields(params)
@@ -761,8 +774,7 @@ class TmallSandbox(SalesSandbox):
             key=lambda r: (r.modified, r.refund_id),
             reverse=True,
         )
-        rendered = [self._refund_json(r) for r in rows]
-        return self._page(rendered, page, size, use_has_next, ("refunds", "refund"))
+        return self._page(rows, self._refund_json, page, size, use_has_next, ("refunds", "refund"))
 
     def _refund_get(self, params: Mapping[str, str]) -> dict[str, Any]:
         self._fields(params)
