@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -473,6 +473,123 @@ __all__ = [
 
 
 # --- command line ----------------------------------------------------------------------------
+
+
+# --- sweep: what a crash or a failure left behind ---------------------------------------------
+
+#: A message still ``received`` this long after it arrived was left by a process that stopped
+#: between storing and processing it (the platform had its reply): the sweep processes it.
+SWEEP_AFTER = timedelta(minutes=1)
+#: A failed message is processed again automatically this long after it arrived, once per
+#: entry (a platform that did not answer, a hook that hit a lock); after the last it waits for
+#: people (``erp inbox replay``), its error on the row.
+RETRY_AFTER = (timedelta(minutes=2), timedelta(minutes=10), timedelta(minutes=60))
+#: Messages one sweep processes at most (the next sweep takes the rest).
+SWEEP_LIMIT = 500
+#: How often the scheduler runs the sweep (seconds).
+SWEEP_EVERY_SECONDS = 60.0
+SWEEP_TASK = "erp.inbox.sweep"
+
+
+@dataclass
+class Swept:
+    """What one :func:`sweep` did."""
+
+    processed: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.processed} processed, {self.failed} failed"
+
+
+def due_messages(
+    session: Session, now: datetime, *, limit: int = SWEEP_LIMIT
+) -> list[tuple[int, int]]:
+    """``(tenant id, row id)`` of the messages the sweep should process now, oldest first:
+    ``received`` ones older than :data:`SWEEP_AFTER`, and ``failed`` ones whose next automatic
+    attempt (:data:`RETRY_AFTER`) is due. Reads each tenant through its state index."""
+    from erp_core.tenancy.models import Tenant
+
+    out: list[tuple[int, int]] = []
+    with system_access(session):
+        tenants = list(session.scalars(select(Tenant.id).order_by(Tenant.id)))
+        for tid in tenants:
+            rows = session.execute(
+                select(
+                    InboxMessage.id,
+                    InboxMessage.state,
+                    InboxMessage.attempts,
+                    InboxMessage.received_at,
+                )
+                .where(
+                    InboxMessage.tenant_id == tid,
+                    InboxMessage.state.in_((RECEIVED, FAILED)),
+                )
+                .order_by(InboxMessage.id)
+                .limit(limit * 4)
+            )
+            for row_id, state, attempts, received_at in rows:
+                if received_at.tzinfo is None:
+                    received_at = received_at.replace(tzinfo=UTC)
+                age = now - received_at
+                if state == RECEIVED:
+                    due = age >= SWEEP_AFTER
+                else:
+                    tries = attempts or 0
+                    due = 1 <= tries <= len(RETRY_AFTER) and age >= RETRY_AFTER[tries - 1]
+                if due:
+                    out.append((tid, row_id))
+    out.sort(key=lambda r: r[1])
+    return out[:limit]
+
+
+def sweep(
+    db: Database,
+    registry: PluginRegistry,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    limit: int = SWEEP_LIMIT,
+) -> Swept:
+    """Process the messages left behind (see :func:`due_messages`), each in its own
+    transaction as a replay does. Safe beside the request that stored a message and beside
+    another sweep: a message already processed meanwhile is not processed again."""
+    now = now or utcnow()
+    done = Swept()
+    with db.session() as s:
+        todo = due_messages(s, now, limit=limit)
+    for tenant_id, row_id in todo:
+        with db.session() as s, s.begin():
+            bind_tenant(s, tenant_id)
+            row = s.get(InboxMessage, row_id)
+            if row is None or row.state == PROCESSED:
+                continue
+            if process(s, row, registry=registry, settings=settings) == FAILED:
+                done.failed += 1
+            else:
+                done.processed += 1
+    if todo:
+        log.info("inbox sweep: %s", done)
+    return done
+
+
+def _register_tasks() -> Any:
+    from celery import shared_task
+
+    @shared_task(
+        name=SWEEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+    )
+    def sweep_task(self: Any) -> str:
+        """Process the pushed messages a crash or a failure left behind (see :func:`sweep`)."""
+        from erp_core.tasks.runtime import runtime
+
+        rt = runtime()
+        return str(sweep(rt.db, rt.registry, rt.settings))
+
+    return sweep_task
+
+
+sweep_task = _register_tasks()
 
 
 def _since(value: str | None) -> datetime | None:

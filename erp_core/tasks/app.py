@@ -17,7 +17,11 @@ from celery import Celery
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings
 
-KERNEL_TASK_MODULES = ("erp_core.tasks.builtin", "erp_core.channels.sync")
+KERNEL_TASK_MODULES = (
+    "erp_core.tasks.builtin",
+    "erp_core.channels.sync",
+    "erp_core.channels.inbox",
+)
 
 #: kombu transport serving ``sqla+...`` broker URLs.
 EMBEDDED_TRANSPORT = "erp_core.tasks.transport:Transport"
@@ -66,6 +70,7 @@ def beat_schedule(registry: PluginRegistry) -> dict[str, dict[str, Any]]:
     The fan-out (``erp.fanout``) sends the task to the tenants that have the plugin enabled at
     the moment it runs, so enabling or disabling a plugin needs no restart of the scheduler.
     """
+    from erp_core.channels.inbox import SWEEP_EVERY_SECONDS, SWEEP_TASK
     from erp_core.channels.sync import SYNC_DUE_TASK, SYNC_EVERY_SECONDS
 
     out: dict[str, dict[str, Any]] = {
@@ -74,7 +79,13 @@ def beat_schedule(registry: PluginRegistry) -> dict[str, dict[str, Any]]:
             "task": SYNC_DUE_TASK,
             "schedule": timedelta(seconds=SYNC_EVERY_SECONDS),
             "options": {"expires": SYNC_EVERY_SECONDS},
-        }
+        },
+        # pushed messages a crash or a failure left unprocessed
+        "core.channels.inbox": {
+            "task": SWEEP_TASK,
+            "schedule": timedelta(seconds=SWEEP_EVERY_SECONDS),
+            "options": {"expires": SWEEP_EVERY_SECONDS},
+        },
     }
     for m in registry.manifests():
         for p in m.periodic:

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
 from typing import Any, ClassVar
@@ -611,3 +611,64 @@ def test_payment_notifications_are_queried_versioned_and_answered_success(
         inbox_svc.process(s, row, registry=erp_registry, settings=erp_settings)
         assert "already delivered by this message" in row.result
     assert len(rec.payments) == 2
+
+
+# --- the sweep -----------------------------------------------------------------------------------
+
+
+def test_the_sweep_processes_what_a_crash_left_and_retries_failures_a_few_times(
+    erp_db, erp_registry, erp_settings, acme, account, rec
+):
+    # stored, then the process stopped before processing (the platform had its reply)
+    got = inbox_svc.receive(
+        erp_db,
+        erp_registry,
+        erp_settings,
+        connector="test_beta",
+        account_id=str(account),
+        headers={SIGNATURE_HEADER: sign(SECRET, body := order_msg("m-1", "o-1", "paid", T1))},
+        body=body,
+        query={},
+        process_now=False,
+    )
+    # a message whose order the platform does not know yet: it fails
+    lost = json.dumps({"id": "m-2", "topic": "trade.changed", "order_id": "o-9"}).encode()
+    inbox_svc.receive(
+        erp_db,
+        erp_registry,
+        erp_settings,
+        connector="test_beta",
+        account_id=str(account),
+        headers={SIGNATURE_HEADER: sign(SECRET, lost)},
+        body=lost,
+        query={},
+    )
+    first, second = rows(erp_db, acme.id)
+    assert (first.id, first.state, second.state) == (got.message_id, "received", "failed")
+    arrived = second.received_at.replace(tzinfo=UTC)  # the later of the two
+
+    def sweep(after: timedelta) -> inbox_svc.Swept:
+        return inbox_svc.sweep(erp_db, erp_registry, erp_settings, now=arrived + after)
+
+    # a message being processed right now by its request is left alone
+    assert str(sweep(timedelta(seconds=5))) == "0 processed, 0 failed" and rec.orders == []
+    assert (sweep(inbox_svc.SWEEP_AFTER).processed, len(rec.orders)) == (1, 1)
+    # the failed one is tried again on the schedule, then left for people
+    attempts = []
+    for delay in inbox_svc.RETRY_AFTER:
+        assert sweep(delay).failed == 1
+        attempts.append(rows(erp_db, acme.id)[1].attempts)
+    assert attempts == [2, 3, 4]
+    assert str(sweep(timedelta(days=1))) == "0 processed, 0 failed"
+    # nothing is delivered twice, however often the sweep runs
+    BetaChannel.orders["o-9"] = make_order({"order_id": "o-9", "modified_at": T1})
+    assert sweep(timedelta(days=2)).processed == 0  # failed for good: `erp inbox replay`
+    assert [o.order_id for _, _, o in rec.orders] == ["o-1"]
+    assert [r.state for r in rows(erp_db, acme.id)] == ["processed", "failed"]
+
+
+def test_the_sweep_is_scheduled(erp_registry):
+    from erp_core.tasks.app import beat_schedule
+
+    entry = beat_schedule(erp_registry)["core.channels.inbox"]
+    assert entry["task"] == inbox_svc.SWEEP_TASK == inbox_svc.sweep_task.name
