@@ -248,21 +248,27 @@ def record_versions(
         else:
             first[key] = i
     stored: dict[tuple[str, str], tuple[int, datetime, str]] = {}
-    pids = sorted({pid for _, pid in first})
-    for n in range(0, len(pids), _CHUNK):
-        for oid, kind, pid, modified_at, dg in session.execute(
-            select(
-                ChannelObject.id,
-                ChannelObject.kind,
-                ChannelObject.platform_id,
-                ChannelObject.modified_at,
-                ChannelObject.digest,
-            ).where(
-                ChannelObject.account_id == account_id,
-                ChannelObject.platform_id.in_(pids[n : n + _CHUNK]),
-            )
-        ):
-            stored[(kind, pid)] = (oid, modified_at, dg)
+    by_kind: dict[str, list[str]] = {}
+    for kind, pid in first:
+        by_kind.setdefault(kind, []).append(pid)
+    for kind, pids in sorted(by_kind.items()):
+        pids.sort()
+        for n in range(0, len(pids), _CHUNK):
+            # the kind too: the unique index (tenant, account, kind, platform id) finds each
+            # row, where the account's index alone would scan all its objects
+            for oid, pid, modified_at, dg in session.execute(
+                select(
+                    ChannelObject.id,
+                    ChannelObject.platform_id,
+                    ChannelObject.modified_at,
+                    ChannelObject.digest,
+                ).where(
+                    ChannelObject.account_id == account_id,
+                    ChannelObject.kind == kind,
+                    ChannelObject.platform_id.in_(pids[n : n + _CHUNK]),
+                )
+            ):
+                stored[(kind, pid)] = (oid, modified_at, dg)
     now = utcnow()
     changes: list[dict[str, Any]] = []
     fresh: list[int] = []
