@@ -1478,9 +1478,14 @@ def refresh_trail(session: Session, parcel: Parcel, channel: Any) -> bool:
     assert order is not None
     parcel.trail_checked_at = utcnow()
     rows = session.execute(
-        select(OrderLine.line_id)
-        .join(ParcelLine, ParcelLine.order_line_id == OrderLine.id)
-        .where(ParcelLine.parcel_id == parcel.id, OrderLine.order_id == order.id)
+        _through_parcels(
+            session,
+            select(OrderLine.line_id)
+            .select_from(Parcel)
+            .join(ParcelLine, ParcelLine.parcel_id == Parcel.id)
+            .join(OrderLine, OrderLine.id == ParcelLine.order_line_id)
+            .where(Parcel.id == parcel.id, OrderLine.order_id == order.id),
+        )
     ).all()
     line_ids = sorted(r[0] for r in rows)
     all_lines = session.scalar(
