@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_c
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import visitors
 
+from erp_core.db import cache
 from erp_core.db.base import TenantScoped
 from erp_core.tenancy.context import CrossTenantError, NoTenantError, current_tenant_id
 
@@ -249,12 +251,32 @@ def _written_tenant_ids(state: ORMExecuteState) -> list[Any]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)
+def _tenant_criteria(tid: Any) -> Any:
+    """The option that filters every tenant-owned entity of a statement to ``tid``; made once
+    per tenant (making it costs more than the rest of the statement's scoping)."""
+    return with_loader_criteria(
+        TenantScoped,
+        lambda cls: cls.tenant_id == tid,
+        include_aliases=True,
+        track_closure_variables=False,
+    )
+
+
 def _install_scoping(factory: sessionmaker[Session]) -> None:
     @event.listens_for(factory, "do_orm_execute")
     def _scope(state: ORMExecuteState) -> None:
         if not (state.is_select or state.is_update or state.is_delete or state.is_insert):
             return
-        if state.session.info.get(SYSTEM_KEY) or state.execution_options.get("erp_all_tenants"):
+        every = bool(
+            state.session.info.get(SYSTEM_KEY) or state.execution_options.get("erp_all_tenants")
+        )
+        if not state.is_select:
+            target = getattr(state.statement, "table", None)
+            if getattr(target, "name", None) in cache.MASTER_TABLES:
+                # master data of the bound tenant, or of any when the statement may reach any
+                cache.bump(state.session, [None if every else session_tenant(state.session)])
+        if every:
             return
         tid = session_tenant(state.session)
         if tid is None:
@@ -272,20 +294,20 @@ def _install_scoping(factory: sessionmaker[Session]) -> None:
                 )
             if state.is_insert:
                 return
-        state.statement = state.statement.options(
-            with_loader_criteria(
-                TenantScoped,
-                lambda cls: cls.tenant_id == tid,
-                include_aliases=True,
-                track_closure_variables=False,
-            )
-        )
+        state.statement = state.statement.options(_tenant_criteria(tid))
 
     @event.listens_for(factory, "before_flush")
     def _stamp(session: Session, flush_context: Any, instances: Any) -> None:
         system = bool(session.info.get(SYSTEM_KEY))
         tid = session_tenant(session)
-        for obj in list(session.new) + list(session.dirty) + list(session.deleted):
+        master: set[int | None] = set()
+        new = session.new
+        for obj in list(new) + list(session.dirty) + list(session.deleted):
+            if isinstance(obj, cache.MasterData):
+                if isinstance(obj, TenantScoped):
+                    master.add(obj.tenant_id or tid)  # None: every tenant
+                elif obj not in new:  # the tenant row (a new tenant has nothing cached)
+                    master.add(getattr(obj, "id", None))
             if not isinstance(obj, TenantScoped):
                 continue
             owner = obj.tenant_id
@@ -303,6 +325,13 @@ def _install_scoping(factory: sessionmaker[Session]) -> None:
                 )
             elif tid is None and not system:
                 raise NoTenantError(f"{type(obj).__name__} written with no tenant in context")
+        if master:
+            cache.bump(session, master)
+
+    @event.listens_for(factory, "after_soft_rollback")
+    def _savepoint_undone(session: Session, previous_transaction: Any) -> None:
+        if previous_transaction.nested:
+            cache.rolled_back_savepoint(session)
 
     @event.listens_for(factory, "after_begin")
     def _guc(session: Session, transaction: Any, connection: Connection) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from erp_core.db.base import Base, BigId, TenantScoped, utcnow
+from erp_core.db.cache import MasterData
 from erp_core.db.types import Money, Quantity
 
 #: SKU tracking modes.
@@ -47,7 +48,7 @@ STATES = ("draft", "reserved", "done", "cancelled")
 OWNED_USAGES = ("internal", "transit")
 
 
-class Sku(TenantScoped, Base):
+class Sku(MasterData, TenantScoped, Base):
     """A stock-keeping unit."""
 
     __tablename__ = "inv_sku"
@@ -72,7 +73,7 @@ class Sku(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
 
 
-class Warehouse(TenantScoped, Base):
+class Warehouse(MasterData, TenantScoped, Base):
     """A warehouse; its locations are ``inv_location`` rows with its id."""
 
     __tablename__ = "inv_warehouse"
@@ -85,7 +86,7 @@ class Warehouse(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
 
 
-class Location(TenantScoped, Base):
+class Location(MasterData, TenantScoped, Base):
     """A place stock can be: a node of a warehouse's tree, or a virtual location."""
 
     __tablename__ = "inv_location"

@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from erp_core.db.base import utcnow
+from erp_core.db.cache import cached, keep_rows, kept_row, kept_rows
 from erp_core.db.session import SYSTEM_KEY, fetch_one_raw, session_tenant
 from erp_core.db.types import Quantity
 from erp_core.inventory.errors import InventoryConflict, InventoryError, ShortageError, _fmt
@@ -340,12 +341,12 @@ def _tenant_info(session: Session, tid: int) -> tuple[str, ZoneInfo]:
     cache: dict[int, tuple[str, ZoneInfo]] = session.info.setdefault("erp_inv_tenant", {})
     hit = cache.get(tid)
     if hit is None:
-        row = session.execute(
-            select(Tenant.currency, Tenant.timezone).where(Tenant.id == tid)
-        ).first()
+        row = kept_row(session, Tenant, tid) if tid == session_tenant(session) else None
+        if row is None:
+            row = session.get(Tenant, tid)
         if row is None:
             raise NoTenantError(f"tenant {tid} does not exist")
-        hit = (row[0], ZoneInfo(row[1]))
+        hit = (row.currency, ZoneInfo(row.timezone))
         cache[tid] = hit
     return hit
 
@@ -476,7 +477,7 @@ _HELD = "erp_inv_held"
 def _held(session: Session, cls: type[_T], ident: int, tid: int) -> _T | None:
     """``session.get(cls, ident)`` of the tenant ``tid`` (None for another tenant's row, even
     one the identity map still holds), kept for the session's later look-ups."""
-    obj = session.get(cls, ident)
+    obj = kept_row(session, cls, ident)
     if obj is None or obj.tenant_id not in (None, tid):
         return None
     session.info.setdefault(_HELD, {})[(cls, ident)] = obj
@@ -511,6 +512,15 @@ def ensure_virtual_locations(
         (st := sa_inspect(loc)).persistent and st.session is session for loc in known.values()
     ):
         return dict(known)
+    # their ids are kept across transactions, the rows too (see _held)
+    mine = tid == session_tenant(session)
+    if mine:
+        ids: dict[str, int] = cached(session, "inv.virtual", dict)
+        if len(ids) == len(VIRTUAL_LOCATIONS):
+            held = {u: _held(session, Location, i, tid) for u, i in ids.items()}
+            if all(loc is not None for loc in held.values()):
+                cache[tid] = cast(dict[str, Location], held)
+                return dict(cache[tid])
     paths = [p for p, _ in VIRTUAL_LOCATIONS.values()]
     existing = {
         loc.path: loc
@@ -536,6 +546,9 @@ def ensure_virtual_locations(
         out[usage] = loc
     session.flush()
     cache[tid] = out
+    if mine:
+        kept: dict[str, int] = cached(session, "inv.virtual", dict)
+        kept.update({u: loc.id for u, loc in out.items()})
     return dict(out)
 
 
@@ -1655,8 +1668,14 @@ def _hold_many(session: Session, cls: type[_T], refs: Iterable[Any], tid: int) -
         {r for r in refs if isinstance(r, int) and not isinstance(r, bool) and 0 < r < 2**63}
         - {i for c, i in held if c is cls}
     )
+    for ident, obj in kept_rows(session, cls, ids).items():
+        if obj.tenant_id in (None, tid):
+            held[(cls, ident)] = obj
+    ids = [i for i in ids if (cls, i) not in held]
     for i in range(0, len(ids), 500):
-        for obj in session.scalars(select(cls).where(cls.id.in_(ids[i : i + 500]))):
+        found = list(session.scalars(select(cls).where(cls.id.in_(ids[i : i + 500]))))
+        keep_rows(session, found)
+        for obj in found:
             if obj.tenant_id in (None, tid):
                 held[(cls, obj.id)] = obj
 

@@ -22,12 +22,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from erp_core.db.base import Base, BigId, TenantScoped, utcnow
+from erp_core.db.cache import MasterData
 from erp_core.db.types import Money, Rate
 
 DIM_LEN = 100
 
 
-class Account(TenantScoped, Base):
+class Account(MasterData, TenantScoped, Base):
     """An account of the tenant's chart. ``parent_id`` makes the tree; an account with
     sub-accounts is an aggregate and takes no postings itself."""
 
@@ -126,7 +127,7 @@ class PeriodLock(TenantScoped, Base):
     locked_at: Mapped[datetime.datetime] = mapped_column(nullable=False, default=utcnow)
 
 
-class AccountMapping(TenantScoped, Base):
+class AccountMapping(MasterData, TenantScoped, Base):
     """Which account a purpose (``inventory``, ``cogs``, ...) posts to, for one tenant."""
 
     __tablename__ = "ledger_account_mapping"

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, case, exists, func, insert, select, text
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 
 from erp_core.audit.service import record
 from erp_core.db.base import utcnow
+from erp_core.db.cache import cached, kept_row
 from erp_core.db.session import session_tenant
 from erp_core.ledger.accounts import (
     DEFAULT_CHART,
@@ -91,7 +92,7 @@ def tenant_of(session: Session) -> Tenant:
     tid = session_tenant(session)
     if tid is None:
         raise NoTenantError("the ledger needs a session bound to a tenant")
-    tenant = session.get(Tenant, tid)
+    tenant = kept_row(session, Tenant, tid)
     if tenant is None:
         raise LedgerError(f"no tenant {tid}")
     return tenant
@@ -394,11 +395,15 @@ def get_mapping(session: Session) -> dict[str, str]:
     cache = _tx_cache(session)  # reset by set_mapping, and with every transaction
     mapping: dict[str, str] | None = cache.get("mapping")
     if mapping is None:
-        q = select(AccountMapping.purpose, Account.code).join(
-            Account, Account.id == AccountMapping.account_id
-        )
-        stored = dict(session.execute(q).all())
-        mapping = {p.name: stored.get(p.name, p.default) for p in PURPOSES}
+
+        def load() -> dict[str, str]:
+            q = select(AccountMapping.purpose, Account.code).join(
+                Account, Account.id == AccountMapping.account_id
+            )
+            stored = dict(session.execute(q).all())
+            return {p.name: stored.get(p.name, p.default) for p in PURPOSES}
+
+        mapping = cached(session, "ledger.mapping", load)
         cache["mapping"] = mapping
     return dict(mapping)
 
@@ -459,30 +464,44 @@ class _Line:
     dims: dict[str, str | None]
 
 
-def _load_accounts(session: Session, codes: Iterable[str]) -> dict[str, tuple[Account, bool]]:
+class AccountRef(NamedTuple):
+    """What posting needs of an account; kept across transactions (``erp_core.db.cache``)."""
+
+    id: int
+    code: str
+    name_zh: str
+    is_active: bool
+
+
+def _load_accounts(session: Session, codes: Iterable[str]) -> dict[str, tuple[AccountRef, bool]]:
     """code -> (account, has sub-accounts), in one query."""
     wanted = sorted({c for c in codes if isinstance(c, str)})
     if not wanted:
         return {}
     child = aliased(Account)
     has_children = exists().where(child.parent_id == Account.id)
-    q = select(Account, has_children).where(Account.code.in_(wanted))
-    return {a.code: (a, bool(h)) for a, h in session.execute(q)}
+    q = select(Account.id, Account.code, Account.name_zh, Account.is_active, has_children).where(
+        Account.code.in_(wanted)
+    )
+    return {
+        code: (AccountRef(i, code, name, bool(active)), bool(h))
+        for i, code, name, active, h in session.execute(q)
+    }
 
 
 _CACHE = "erp_ledger_cache"
 
 
 def _tx_cache(session: Session) -> dict[str, Any]:
-    """What this transaction already knows for its tenant: the tenant, accounts by code,
-    periods seen open. Reset with every transaction and tenant, and by every change of
-    accounts, mapping or periods in it.
+    """What this transaction already knows for its tenant: the tenant, the mapping, periods
+    seen open (accounts are kept across transactions: ``erp_core.db.cache``). Reset with
+    every transaction and tenant, and by every change of accounts, mapping or periods in it.
     """
     session.connection()  # begin the transaction, so that it can be told apart
     txn, tid = session.get_transaction(), session_tenant(session)
     held = session.info.get(_CACHE)
     if held is None or held[0] is not txn or held[1] != tid:
-        held = (txn, tid, {"accounts": {}, "open": set()})
+        held = (txn, tid, {"open": set()})
         session.info[_CACHE] = held
     cache: dict[str, Any] = held[2]
     return cache
@@ -494,8 +513,9 @@ def _forget(session: Session) -> None:
 
 def _cached_accounts(
     session: Session, cache: dict[str, Any], codes: set[str]
-) -> dict[str, tuple[Account, bool]]:
-    known: dict[str, tuple[Account, bool]] = cache["accounts"]
+) -> dict[str, tuple[AccountRef, bool]]:
+    # taken again at each call: the transaction may have changed accounts since
+    known: dict[str, tuple[AccountRef, bool]] = cached(session, "ledger.accounts", dict)
     missing = {c for c in codes if c not in known}
     if missing:
         known.update(_load_accounts(session, missing))
@@ -503,7 +523,7 @@ def _cached_accounts(
 
 
 def _account_problem(
-    code: str, found: tuple[Account, bool] | None, *, reversal: bool = False
+    code: str, found: tuple[AccountRef, bool] | None, *, reversal: bool = False
 ) -> str | None:
     if found is None:
         return f"unknown account {code!r}"
@@ -850,7 +870,7 @@ def _post(
 
 
 def _account_problems(
-    lines: Sequence[_Line], accounts: Mapping[str, tuple[Account, bool]], *, reversal: bool
+    lines: Sequence[_Line], accounts: Mapping[str, tuple[AccountRef, bool]], *, reversal: bool
 ) -> list[str]:
     problems = []
     for n, x in enumerate(lines, 1):
@@ -903,7 +923,7 @@ def _posting_rows(
     entry_id: int,
     draft: EntryDraft,
     lines: Sequence[_Line],
-    accounts: Mapping[str, tuple[Account, bool]],
+    accounts: Mapping[str, tuple[AccountRef, bool]],
 ) -> list[dict[str, Any]]:
     period = period_of(draft.date)
     return [

@@ -9,9 +9,10 @@ from sqlalchemy import Boolean, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from erp_core.db.base import Base, BigId, TenantScoped, utcnow
+from erp_core.db.cache import MasterData, new_epoch
 
 
-class Tenant(Base):
+class Tenant(MasterData, Base):
     """A merchant. Not tenant-scoped itself; every tenant-owned row points at one."""
 
     __tablename__ = "core_tenant"
@@ -25,6 +26,10 @@ class Tenant(Base):
     theme: Mapped[str] = mapped_column(String(63), nullable=False, default="default")
     # Bumped on every plugin enable/disable; caches of the enabled set are keyed by it.
     plugin_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Bumped by every transaction that writes master data of the tenant (erp_core.db.cache).
+    data_epoch: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=new_epoch, server_default="0"
+    )
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, update
@@ -15,6 +15,7 @@ from erp_core.audit.service import record
 from erp_core.auth.models import Role
 from erp_core.auth.permissions import DEFAULT_ROLES
 from erp_core.db.base import utcnow
+from erp_core.db.cache import forget_epochs, tenant_epochs
 from erp_core.db.session import REGISTRY_KEY, bind_tenant, session_tenant, system_access
 from erp_core.i18n import N_
 from erp_core.plugins.registry import DependencyError
@@ -219,21 +220,11 @@ class EnabledSet:
 _cache: dict[tuple[str, int], EnabledSet] = {}
 
 
-#: ``Session.info`` key: (transaction, tenant id, plugin epoch) read in that transaction.
-_EPOCH_KEY = "erp_plugin_epoch"
-
-
 def _plugin_epoch(session: Session, tenant_id: int) -> int | None:
     """The tenant's plugin epoch, read once per transaction (a transaction works with one
     set of plugins; enabling or disabling one in it forgets what was read)."""
-    session.connection()  # begin the transaction, so that it can be told apart
-    txn = session.get_transaction()
-    held = session.info.get(_EPOCH_KEY)
-    if held is not None and held[0] is txn and held[1] == tenant_id:
-        return cast(int | None, held[2])
-    epoch = session.scalar(select(Tenant.plugin_epoch).where(Tenant.id == tenant_id))
-    session.info[_EPOCH_KEY] = (txn, tenant_id, epoch)
-    return epoch
+    epochs = tenant_epochs(session, tenant_id)
+    return epochs[0] if epochs is not None else None
 
 
 def enabled_plugins(session: Session, tenant_id: int) -> frozenset[str]:
@@ -274,7 +265,7 @@ def tenant_hooks(session: Session, tenant_id: int | None = None) -> Any:
 
 
 def _bump_epoch(session: Session, tenant_id: int) -> None:
-    session.info.pop(_EPOCH_KEY, None)
+    forget_epochs(session)
     session.execute(
         update(Tenant).where(Tenant.id == tenant_id).values(plugin_epoch=Tenant.plugin_epoch + 1)
     )

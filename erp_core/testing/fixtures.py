@@ -101,9 +101,11 @@ def empty_tables(database: Database) -> None:
     """Delete every row of every table except Alembic's, and forget cached plugin sets."""
     from sqlalchemy import MetaData, text
 
+    from erp_core.db import cache
     from erp_core.tenancy import service
 
     service._cache.clear()
+    cache.clear()
     md = MetaData()
     md.reflect(database.engine)
     names = [t.name for t in md.sorted_tables if t.name != "alembic_version"]

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from erp_core.db.base import Base, BigId, TenantScoped, bulk_sentinel, utcnow
+from erp_core.db.cache import MasterData
 
 Money = Numeric(18, 2)
 Qty = Numeric(18, 4)
@@ -229,7 +230,7 @@ class Event(TenantScoped, Base):
     at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
 
 
-class ReviewRule(TenantScoped, Base):
+class ReviewRule(MasterData, TenantScoped, Base):
     """One automatic review rule of the tenant, evaluated in ``position`` order."""
 
     __tablename__ = "oms_review_rule"
@@ -246,7 +247,7 @@ class ReviewRule(TenantScoped, Base):
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
 
 
-class Blacklist(TenantScoped, Base):
+class Blacklist(MasterData, TenantScoped, Base):
     __tablename__ = "oms_blacklist"
     __table_args__ = (UniqueConstraint("tenant_id", "kind", "value"),)
 
@@ -256,7 +257,7 @@ class Blacklist(TenantScoped, Base):
     note: Mapped[str] = mapped_column(String(400), nullable=False, default="")
 
 
-class WarehouseRoute(TenantScoped, Base):
+class WarehouseRoute(MasterData, TenantScoped, Base):
     """How a warehouse takes part in routing: priority and the provinces it serves."""
 
     __tablename__ = "oms_warehouse_route"
@@ -270,7 +271,7 @@ class WarehouseRoute(TenantScoped, Base):
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
 
 
-class CourierRate(TenantScoped, Base):
+class CourierRate(MasterData, TenantScoped, Base):
     """What a courier charges from a warehouse to a province ("*": anywhere)."""
 
     __tablename__ = "oms_courier_rate"
@@ -286,7 +287,7 @@ class CourierRate(TenantScoped, Base):
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
-class SkuMap(TenantScoped, Base):
+class SkuMap(MasterData, TenantScoped, Base):
     """A merchant SKU code that is not the kernel SKU's code (or differs per shop)."""
 
     __tablename__ = "oms_sku_map"
@@ -301,7 +302,7 @@ class SkuMap(TenantScoped, Base):
     sku_id: Mapped[int] = mapped_column(BigId, ForeignKey("inv_sku.id"), nullable=False)
 
 
-class SkuProfile(TenantScoped, Base):
+class SkuProfile(MasterData, TenantScoped, Base):
     """What the OMS needs to know about a SKU beyond the kernel's: its shipping weight."""
 
     __tablename__ = "oms_sku_profile"
@@ -330,7 +331,7 @@ class Allocation(TenantScoped, Base):
     buffer: Mapped[Decimal] = mapped_column(Qty, nullable=False, default=Decimal(0))
 
 
-class Setting(TenantScoped, Base):
+class Setting(MasterData, TenantScoped, Base):
     """The tenant's OMS settings (one row)."""
 
     __tablename__ = "oms_setting"

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
 from erp_core.channels.types import Order as ChannelOrder
 from erp_core.db.base import utcnow
+from erp_core.db.cache import cached, kept_row
 from erp_core.db.session import session_tenant
 from erp_core.db.types import Quantity
 from erp_core.i18n import N_, Message
@@ -135,12 +136,41 @@ def load_message(stored: Any, fallback: str) -> str:
 
 
 def settings_of(session: Session) -> Setting:
+    """The tenant's settings row (created with the defaults if missing), to read or change."""
     row = session.scalar(select(Setting))
     if row is None:
         row = Setting()
         session.add(row)
         session.flush()
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The settings as the pipeline reads them, kept across transactions (they change when
+    the merchant edits them: ``erp_core.db.cache``)."""
+
+    auto_process: bool
+    routing_strategy: str
+    allow_split: bool
+    merge_orders: bool
+    auto_ship: bool
+    default_weight_kg: Decimal
+
+
+def config_of(session: Session) -> Config:
+    def load() -> Config:
+        row = settings_of(session)
+        return Config(
+            auto_process=row.auto_process,
+            routing_strategy=row.routing_strategy,
+            allow_split=row.allow_split,
+            merge_orders=row.merge_orders,
+            auto_ship=row.auto_ship,
+            default_weight_kg=row.default_weight_kg,
+        )
+
+    return cached(session, "oms.settings", load)
 
 
 def hooks_of(session: Session, hooks: Any = None) -> Any:
@@ -169,22 +199,29 @@ def _sku_ids(session: Session, account_id: int | None, codes: Iterable[str]) -> 
     codes = {c for c in codes if c}
     if not codes:
         return {}
-    found: dict[str, int] = {}
-    maps = session.execute(
-        select(SkuMap.merchant_sku, SkuMap.sku_id, SkuMap.channel_account_id).where(
-            SkuMap.merchant_sku.in_(codes)
-        )
-    ).all()
-    for code, sku_id, acc in sorted(maps, key=lambda r: r[2] is None):  # shop's first
-        if acc in (None, account_id):
-            found.setdefault(code, sku_id)
-    rest = codes - set(found)
-    if rest:
-        for code, sku_id in session.execute(
-            select(Sku.code, Sku.id).where(Sku.code.in_(rest), Sku.active.is_(True))
-        ):
-            found[code] = sku_id
-    return found
+    # (shop, code) -> SKU id, or None for "not mapped"; filled as codes are asked for
+    known: dict[tuple[int | None, str], int | None] = cached(session, "oms.sku_ids", dict)
+    missing = {c for c in codes if (account_id, c) not in known}
+    if missing:
+        found: dict[str, int] = {}
+        maps = session.execute(
+            select(SkuMap.merchant_sku, SkuMap.sku_id, SkuMap.channel_account_id).where(
+                SkuMap.merchant_sku.in_(missing)
+            )
+        ).all()
+        for code, sku_id, acc in sorted(maps, key=lambda r: r[2] is None):  # shop's first
+            if acc in (None, account_id):
+                found.setdefault(code, sku_id)
+        rest = missing - set(found)
+        if rest:
+            for code, sku_id in session.execute(
+                select(Sku.code, Sku.id).where(Sku.code.in_(rest), Sku.active.is_(True))
+            ):
+                found[code] = sku_id
+        for code in missing:
+            known[(account_id, code)] = found.get(code)
+    out = {c: known[(account_id, c)] for c in codes}
+    return {c: i for c, i in out.items() if i is not None}
 
 
 def _address_key(o: Order) -> str:
@@ -467,7 +504,7 @@ class _Ctx:
     """What review and routing ask about stock, blacklists and other orders (loaded in bulk)."""
 
     stock: dict[tuple[int, int], Decimal] = field(default_factory=dict)  # (sku, wh) -> avail
-    black: set[tuple[str, str]] = field(default_factory=set)
+    black: frozenset[tuple[str, str]] = frozenset()
     similar: dict[int, list[int]] = field(default_factory=dict)
 
     def available(self, sku_id: int) -> Decimal:
@@ -503,7 +540,13 @@ def _context(
     ctx.stock = stock_by_warehouse(
         session, (ln.sku_id for ls in lines.values() for ln in ls if ln.sku_id is not None)
     )
-    ctx.black = {(k, v) for k, v in session.execute(select(Blacklist.kind, Blacklist.value))}
+    ctx.black = cached(
+        session,
+        "oms.blacklist",
+        lambda: frozenset(
+            (k, v) for k, v in session.execute(select(Blacklist.kind, Blacklist.value))
+        ),
+    )
     keys = {(o.channel_account_id, o.buyer_key, o.address_key) for o in orders if o.buyer_key}
     if keys:
         buyers = {k[1] for k in keys}
@@ -525,18 +568,23 @@ def _context(
 
 
 def rules_of(session: Session) -> list[rv.Rule]:
-    return [
-        rv.Rule(
-            id=r.id,
-            kind=r.kind,
-            params=dict(r.params or {}),
-            action=r.action,  # type: ignore[arg-type]
-            reason=r.reason,
-            tag=r.tag,
-            active=r.active,
+    def load() -> tuple[rv.Rule, ...]:
+        return tuple(
+            rv.Rule(
+                id=r.id,
+                kind=r.kind,
+                params=dict(r.params or {}),
+                action=r.action,  # type: ignore[arg-type]
+                reason=r.reason,
+                tag=r.tag,
+                active=r.active,
+            )
+            for r in session.scalars(
+                select(ReviewRule).order_by(ReviewRule.position, ReviewRule.id)
+            )
         )
-        for r in session.scalars(select(ReviewRule).order_by(ReviewRule.position, ReviewRule.id))
-    ]
+
+    return list(cached(session, "oms.rules", load))
 
 
 def extra_rule_types(hooks: Any) -> dict[str, Any]:
@@ -647,7 +695,7 @@ def process(
     routed → reserved (→ shipped with ``auto_ship``). Orders named in ``order_ids`` are
     taken whatever their state allows; otherwise up to ``limit`` waiting orders."""
     hooks = hooks_of(session, hooks)
-    cfg = settings_of(session)
+    cfg = config_of(session)
     res = Result()
     q = select(Order).where(Order.merged_into_id.is_(None))
     if order_ids is not None:
@@ -702,7 +750,7 @@ def process(
 
 
 def _reserve_and_ship(
-    session: Session, orders: list[Order], cfg: Setting, res: Result, hooks: Any, actor: str
+    session: Session, orders: list[Order], cfg: Config, res: Result, hooks: Any, actor: str
 ) -> None:
     routed = [o for o in orders if o.status == "routed"]
     short = reserve_orders(session, routed, hooks=hooks)
@@ -827,23 +875,41 @@ def _merge(
 
 @dataclass
 class _RoutingInput:
-    warehouses: list[tuple[WarehouseRoute | None, Warehouse]]
-    rates: list[rt.CourierRate]
+    warehouses: tuple[tuple[_RouteView | None, _WarehouseView], ...]
+    rates: Sequence[rt.CourierRate]
     weights: dict[int, Decimal]
     default_weight: Decimal
     #: available stock by (SKU, warehouse), less what the page's orders routed so far take
     stock: dict[tuple[int, int], Decimal]
 
 
-def _routing_input(
-    session: Session, ctx: _Ctx, lines: Mapping[int, list[OrderLine]]
-) -> _RoutingInput:
-    routes = {r.warehouse_id: r for r in session.scalars(select(WarehouseRoute))}
-    whs = [
-        (routes.get(w.id), w)
+@dataclass(frozen=True, slots=True)
+class _RouteView:
+    priority: int
+    regions: tuple[str, ...]
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _WarehouseView:
+    id: int
+    code: str
+
+
+def _routing_tables(
+    session: Session,
+) -> tuple[tuple[tuple[_RouteView | None, _WarehouseView], ...], tuple[rt.CourierRate, ...]]:
+    """The active warehouses with their routes, and the courier rates (kept across
+    transactions)."""
+    routes = {
+        r.warehouse_id: _RouteView(r.priority, tuple(r.regions or ()), r.active)
+        for r in session.scalars(select(WarehouseRoute))
+    }
+    whs = tuple(
+        (routes.get(w.id), _WarehouseView(w.id, w.code))
         for w in session.scalars(select(Warehouse).where(Warehouse.active.is_(True)))
-    ]
-    rates = [
+    )
+    rates = tuple(
         rt.CourierRate(
             warehouse_id=r.warehouse_id,
             courier_code=r.courier_code,
@@ -854,14 +920,39 @@ def _routing_input(
             priority=r.priority,
         )
         for r in session.scalars(select(CourierRate))
-    ]
+    )
+    return whs, rates
+
+
+def _weights(session: Session, sku_ids: set[int]) -> dict[int, Decimal]:
+    """The SKUs' weights where their profiles give one."""
+    known: dict[int, Decimal | None] = cached(session, "oms.weights", dict)
+    missing = {s for s in sku_ids if s not in known}
+    if missing:
+        found = dict(
+            session.execute(
+                select(SkuProfile.sku_id, SkuProfile.weight_kg).where(
+                    SkuProfile.sku_id.in_(missing)
+                )
+            ).all()
+        )
+        for s in missing:
+            known[s] = found.get(s)
+    out = {s: known[s] for s in sku_ids}
+    return {s: w for s, w in out.items() if w is not None}
+
+
+def _routing_input(
+    session: Session, ctx: _Ctx, lines: Mapping[int, list[OrderLine]]
+) -> _RoutingInput:
+    whs, rates = cached(session, "oms.routing", lambda: _routing_tables(session))
     sku_ids = {ln.sku_id for ls in lines.values() for ln in ls if ln.sku_id is not None}
-    weights = {
-        p.sku_id: p.weight_kg
-        for p in session.scalars(select(SkuProfile).where(SkuProfile.sku_id.in_(sku_ids)))
-    }
     return _RoutingInput(
-        whs, rates, weights, settings_of(session).default_weight_kg, dict(ctx.stock)
+        whs,
+        rates,
+        _weights(session, sku_ids),
+        config_of(session).default_weight_kg,
+        dict(ctx.stock),
     )
 
 
@@ -870,7 +961,7 @@ def _route(
     o: Order,
     lines: Mapping[int, list[OrderLine]],
     inp: _RoutingInput,
-    cfg: Setting,
+    cfg: Config,
     strategies: Mapping[str, Any],
     actor: str,
     planned: list[tuple[Parcel, tuple[tuple[int, Decimal], ...]]],
@@ -1247,7 +1338,7 @@ def _local_date(session: Session, when: datetime) -> date:
     zones: dict[int, ZoneInfo] = session.info.setdefault("oms_zone", {})
     zone = zones.get(tid)
     if zone is None:
-        tenant = session.get(Tenant, tid)
+        tenant = kept_row(session, Tenant, tid)
         zone = zones[tid] = ZoneInfo((tenant.timezone if tenant else None) or "Asia/Shanghai")
     return _aware(when).astimezone(zone).date()
 
