@@ -538,6 +538,20 @@ def _account_problem(
     return None
 
 
+def _text_ok(value: object, limit: int, required: bool) -> bool:
+    """The common case of :func:`_text_problem` (no problem), decided without building the
+    message's label: plain ASCII text within the limit."""
+    if value is None:
+        return not required
+    return (
+        type(value) is str
+        and len(value) <= limit
+        and value.isascii()
+        and "\x00" not in value
+        and (not required or value.strip() != "")
+    )
+
+
 def _text_problem(value: object, what: str, limit: int, *, required: bool) -> str | None:
     if value is None:
         return f"{what} is required" if required else None
@@ -626,17 +640,19 @@ def _normalize(draft: EntryDraft, tenant: Tenant) -> tuple[list[_Line], list[str
             problems.append(f"{where}: rate must be greater than zero")
         elif rate >= MAX_RATE or not _fits(rate, RATE_PLACES):
             problems.append(f"{where}: rate {rate} is out of range or has over 10 decimals")
-        p_memo = _text_problem(pd.memo, f"{where}: memo", LIMITS["memo"], required=False)
-        if p_memo:
-            problems.append(p_memo)
+        if not _text_ok(pd.memo, LIMITS["memo"], False):
+            p_memo = _text_problem(pd.memo, f"{where}: memo", LIMITS["memo"], required=False)
+            if p_memo:
+                problems.append(p_memo)
         dims: dict[str, str | None] = {}
         for dim in DIMENSIONS:
             value = getattr(pd, dim)
             if value == "":
                 value = None
-            dp = _text_problem(value, f"{where}: {dim}", LIMITS["dimension"], required=False)
-            if dp:
-                problems.append(dp)
+            if not _text_ok(value, LIMITS["dimension"], False):
+                dp = _text_problem(value, f"{where}: {dim}", LIMITS["dimension"], required=False)
+                if dp:
+                    problems.append(dp)
             dims[dim] = value
         if len(problems) > before:
             continue

@@ -17,7 +17,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import func, select, text
@@ -269,3 +269,18 @@ def test_random_operations_keep_the_books_balanced(erp_db, erp_registry):
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )
+
+
+@settings(max_examples=300)
+@given(
+    value=st.one_of(st.none(), st.text(max_size=12), st.integers(), st.just(" \t")),
+    limit=st.integers(min_value=0, max_value=10),
+    required=st.booleans(),
+)
+def test_the_fast_text_check_never_passes_what_the_full_one_refuses(
+    value: Any, limit: int, required: bool
+) -> None:
+    from erp_core.ledger.service import _text_ok, _text_problem
+
+    if _text_ok(value, limit, required):
+        assert _text_problem(value, "field", limit, required=required) is None
