@@ -53,6 +53,8 @@ M = TypeVar("M")
 
 #: Values kept per engine; the least recently stored go first.
 MAX_ENTRIES = 4096
+#: Copies of rows kept per tenant (:func:`keep_rows`); beyond, rows are read as before.
+MAX_ROWS = 5000
 
 _TENANT = table("core_tenant", column("id"), column("plugin_epoch"), column("data_epoch"))
 
@@ -255,7 +257,7 @@ def keep_rows(session: Session, objs: Iterable[Any]) -> None:
         state = sa_inspect(obj)
         if not isinstance(obj, MasterData) or _owner(obj) != tid:
             continue
-        if state.persistent and not state.modified:
+        if state.persistent and not state.modified and len(kept) < MAX_ROWS:
             kept[(type(obj), state.identity[0])] = _detached_copy(obj)
 
 

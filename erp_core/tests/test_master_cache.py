@@ -249,3 +249,17 @@ def test_what_is_taken_from_the_cache_is_what_the_database_holds(
         )
         for tid, name in ((tids["a"], "A's"), (tids["b"], "B's")):
             s.execute(update(Sku).where(Sku.tenant_id == tid).values(name=name))
+
+
+def test_kept_rows_stop_at_their_bound_and_reads_go_on(
+    erp_db: Database, two: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = two
+    monkeypatch.setattr(cache, "MAX_ROWS", 2)
+    with erp_db.tenant_session(a) as s:
+        ids = [inv.create_sku(s, code=f"M{i}", name=f"m{i}").id for i in range(3)]
+    for _ in range(2):
+        with erp_db.tenant_session(a) as s:
+            assert [cache.kept_row(s, Sku, i).code for i in ids] == ["M0", "M1", "M2"]  # type: ignore[union-attr]
+            kept: dict[Any, Any] = cache.cached(s, "erp.rows", dict)
+            assert len(kept) == 2
