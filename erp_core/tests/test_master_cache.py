@@ -126,6 +126,20 @@ def test_bulk_statements_through_the_session_bump_the_epoch(erp_db: Database, tw
     assert load.read(erp_db, a) == {"S1": "bulk"}
 
 
+def test_a_statement_that_may_reach_every_tenant_bumps_every_tenant(
+    erp_db: Database, two: Any
+) -> None:
+    a, b = two
+    before = epoch(erp_db, a), epoch(erp_db, b)
+    with erp_db.tenant_session(a) as s:
+        s.execute(
+            update(Sku).where(Sku.code == "none").values(name="x"),
+            execution_options={"erp_all_tenants": True},
+        )
+    assert epoch(erp_db, a) == before[0] + 1
+    assert epoch(erp_db, b) == before[1] + 1
+
+
 def test_one_bump_per_transaction_and_again_after_a_savepoint_rollback(
     erp_db: Database, two: Any
 ) -> None:
