@@ -7,12 +7,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Table, create_engine, event, text
+from sqlalchemy import BigInteger, Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.pool import QueuePool
-from sqlalchemy.sql import visitors
+from sqlalchemy.sql import coercions, roles, visitors
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from erp_core.db import cache
 from erp_core.db.base import TenantScoped
@@ -251,13 +254,42 @@ def _written_tenant_ids(state: ORMExecuteState) -> list[Any]:
     return found
 
 
+class TenantValue(ColumnElement[int]):
+    """A tenant id to compare ``tenant_id`` with, which PostgreSQL's planner cannot look up in
+    the column's statistics (``(SELECT :tid)`` there; the bare value elsewhere).
+
+    The statistics list every tenant known at the last ANALYZE among the column's most common
+    values, so a tenant that is new or has grown since is estimated at one row, and the
+    planner prefers an index that starts with ``tenant_id`` to the primary key: a lookup by id
+    then reads all the tenant's rows. Compared with this value, the condition is estimated as
+    an average tenant's share of the table instead.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("value", InternalTraversal.dp_clauseelement)]
+    type = BigInteger()
+
+    def __init__(self, value: Any) -> None:
+        self.value = coercions.expect(roles.ExpressionElementRole, value, type_=BigInteger())
+
+
+@compiles(TenantValue)
+def _tenant_value(element: TenantValue, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.value, **kw))
+
+
+@compiles(TenantValue, "postgresql")
+def _tenant_value_pg(element: TenantValue, compiler: Any, **kw: Any) -> str:
+    return f"(SELECT {compiler.process(element.value, **kw)})"
+
+
 @functools.lru_cache(maxsize=4096)
 def _tenant_criteria(tid: Any) -> Any:
     """The option that filters every tenant-owned entity of a statement to ``tid``; made once
     per tenant (making it costs more than the rest of the statement's scoping)."""
     return with_loader_criteria(
         TenantScoped,
-        lambda cls: cls.tenant_id == tid,
+        lambda cls: cls.tenant_id == TenantValue(tid),
         include_aliases=True,
         track_closure_variables=False,
     )

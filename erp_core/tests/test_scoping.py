@@ -12,7 +12,8 @@ import pytest
 from erp_test_alpha.models import AlphaNote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, event, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -22,6 +23,7 @@ from erp_core.auth.models import Membership, Role, User
 from erp_core.db.session import (
     GUC_KNOWN,
     TENANT_KEY,
+    TenantValue,
     bind_tenant,
     fetch_one_raw,
     system_access,
@@ -581,3 +583,51 @@ def test_pg_every_tenant_table_has_a_forced_policy(erp_db):
     for name in tables:
         p = policies[name]
         assert p.cmd == "ALL" and p.with_check and "tenant_id" in p.qual, name
+
+
+@pytest.mark.postgres
+@needs_postgres
+def test_pg_lookup_by_id_of_a_tenant_the_statistics_do_not_know_takes_the_primary_key(erp_db):
+    """The table is analyzed while it holds one tenant's rows, so its statistics list that
+    tenant as the only value of ``tenant_id``. A second tenant then adds as many rows. The ORM's
+    lookup by id for the second tenant must still use the primary key, not read all the
+    tenant's rows through the ``tenant_id`` index (the planner took that path while the filter
+    compared with a bare value it estimated from the statistics at one row)."""
+    first, second = _tenants(erp_db, 2)
+    _notes(erp_db, first, *(f"a{i}" for i in range(3000)))
+    with erp_db.engine.connect() as conn:
+        conn.execute(text("ANALYZE test_alpha_note"))
+        conn.commit()
+    ids = _notes(erp_db, second, *(f"b{i}" for i in range(3000)))
+    seen: list[tuple[str, Any]] = []
+    with erp_db.session(second) as s:
+
+        def _keep(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+            if "test_alpha_note" in statement and not statement.startswith("EXPLAIN"):
+                seen.append((statement, params))
+
+        conn = s.connection()
+        event.listen(conn, "before_cursor_execute", _keep)
+        try:
+            wanted = ids[-3:]
+            rows = s.scalars(select(AlphaNote).where(AlphaNote.id.in_(wanted))).all()
+            assert sorted(n.id for n in rows) == sorted(wanted)
+            statement, params = seen[-1]
+            plan = "\n".join(
+                r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params).all()
+            )
+        finally:
+            event.remove(conn, "before_cursor_execute", _keep)
+    assert "pk_test_alpha_note" in plan, plan
+
+
+def test_tenant_value_hides_the_tenant_from_postgres_statistics_only(erp_db, two):
+    a, _b, a_ids, _b_ids = two
+    note = AlphaNote.__table__
+    stmt = select(note.c.id).where(note.c.tenant_id == TenantValue(a)).order_by(note.c.id)
+    pg = str(stmt.compile(dialect=postgresql.dialect()))
+    lite = str(stmt.compile(dialect=sqlite.dialect()))
+    assert "tenant_id = (SELECT %(param_1)s::BIGINT)" in pg, pg
+    assert "tenant_id = ?" in lite, lite
+    with erp_db.session(a) as s:
+        assert s.scalars(stmt).all() == sorted(a_ids)
