@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, column, select, table, update
+from sqlalchemy import Engine, bindparam, column, select, table, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -57,6 +57,11 @@ MAX_ENTRIES = 4096
 MAX_ROWS = 5000
 
 _TENANT = table("core_tenant", column("id"), column("plugin_epoch"), column("data_epoch"))
+#: built once: the statement is read in every transaction, and building it costs more than
+#: running it
+_EPOCHS_Q = select(_TENANT.c.plugin_epoch, _TENANT.c.data_epoch).where(
+    _TENANT.c.id == bindparam("tid")
+)
 
 #: ``Session.info`` keys: (root transaction, tenant id, epochs) last read; (root transaction,
 #: tenants whose master data it wrote, tenants whose epoch it has bumped). ``None`` in a set
@@ -109,13 +114,7 @@ def tenant_epochs(session: Session, tenant_id: int) -> tuple[int, int] | None:
     if held is not None and held[0] is session.get_transaction() and held[1] == tenant_id:
         return held[2]
     txn = _root(session)
-    row = (
-        session.connection()
-        .execute(
-            select(_TENANT.c.plugin_epoch, _TENANT.c.data_epoch).where(_TENANT.c.id == tenant_id)
-        )
-        .first()
-    )
+    row = session.connection().execute(_EPOCHS_Q, {"tid": tenant_id}).first()
     epochs = (int(row[0]), int(row[1])) if row is not None else None
     session.info[_EPOCHS] = (txn, tenant_id, epochs)
     return epochs

@@ -187,6 +187,21 @@ _AVAILABLE = select(q_available).where(
     Q.c.id == bindparam("qid"), Q.c.tenant_id == bindparam("tid")
 )
 _INSERT_MOVE = M.insert().returning(M.c.id)
+#: on hand and reserved per SKU and warehouse, for the stock hook
+_STOCK_SUMS = (
+    select(
+        Q.c.sku_id,
+        Q.c.warehouse_id,
+        func.coalesce(func.sum(Q.c.quantity), 0).label("on_hand"),
+        func.coalesce(func.sum(Q.c.reserved), 0).label("reserved"),
+    )
+    .where(
+        Q.c.tenant_id == bindparam("tid"),
+        Q.c.sku_id.in_(bindparam("skus", expanding=True)),
+        Q.c.warehouse_id.in_(bindparam("whs", expanding=True)),
+    )
+    .group_by(Q.c.sku_id, Q.c.warehouse_id)
+)
 
 SK = cast(Table, Sku.__table__)
 WH = cast(Table, Warehouse.__table__)
@@ -903,18 +918,9 @@ def _implemented(hooks: Any, name: str) -> bool:
 def _stock_changes(session: Session, tid: int, pairs: set[tuple[int, int]]) -> list[StockChange]:
     skus = sorted({s for s, _ in pairs})
     whs = sorted({w for _, w in pairs})
-    q = (
-        select(
-            Q.c.sku_id,
-            Q.c.warehouse_id,
-            func.coalesce(func.sum(Q.c.quantity), 0).label("on_hand"),
-            func.coalesce(func.sum(Q.c.reserved), 0).label("reserved"),
-        )
-        .where(Q.c.tenant_id == tid, Q.c.sku_id.in_(skus), Q.c.warehouse_id.in_(whs))
-        .group_by(Q.c.sku_id, Q.c.warehouse_id)
-    )
     sums = {
-        (r.sku_id, r.warehouse_id): (r.on_hand, r.reserved) for r in session.connection().execute(q)
+        (r.sku_id, r.warehouse_id): (r.on_hand, r.reserved)
+        for r in session.connection().execute(_STOCK_SUMS, {"tid": tid, "skus": skus, "whs": whs})
     }
     out = []
     for sku_id, wh_id in sorted(pairs):

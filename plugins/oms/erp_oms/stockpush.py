@@ -159,14 +159,22 @@ def mark(session: Session, sku_ids: Iterable[int]) -> None:
 
     tid = session_tenant(session)
     now = utcnow()
+    stmt = _MARK[session.get_bind().dialect.name]
+    session.execute(stmt, [{"tenant_id": tid, "sku_id": i, "marked_at": now} for i in ids])
+
+
+def _mark_statement(make: Any) -> Any:
     table = cast(Table, StockDirty.__table__)
-    dialect = session.get_bind().dialect.name
-    ins: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-    stmt = ins.on_conflict_do_update(
+    ins = make(table)
+    return ins.on_conflict_do_update(
         index_elements=[table.c.tenant_id, table.c.sku_id],
         set_={"marked_at": ins.excluded.marked_at},
     )
-    session.execute(stmt, [{"tenant_id": tid, "sku_id": i, "marked_at": now} for i in ids])
+
+
+#: the upsert of :func:`mark` per dialect, built once (it runs in every transaction that
+#: moves stock)
+_MARK = {"postgresql": _mark_statement(pg_insert), "sqlite": _mark_statement(sqlite_insert)}
 
 
 def push(
