@@ -1498,36 +1498,58 @@ def reserve_many(
         )
         repeated.update(k for k in op.conn.execute(q).scalars() if k is not None)
     lock_stock(session, {sku.id for sku, *_ in parsed})
-    general = [
+    general = {
         g
         for g, idx in groups.items()
         if any(parsed[i][0].tracking != "none" or parsed[i][3] in repeated for i in idx)
-    ]
-    fast = [g for g in groups if g not in general]
+    }
     with op.atomic():
-        _reserve_groups(op, dst, parsed, [(g, groups[g]) for g in fast], out, shortages)
+        # groups in the order they first appear: a run of fast groups at once, a general
+        # group on its own (an earlier order is never left short by a later one)
+        run: list[tuple[Any, list[int]]] = []
+        for g, idx in groups.items():
+            if g not in general:
+                run.append((g, idx))
+                continue
+            _reserve_groups(op, dst, parsed, run, out, shortages)
+            run = []
+            _reserve_one_by_one(session, dst, parsed, g, idx, hooks, out, shortages)
+        _reserve_groups(op, dst, parsed, run, out, shortages)
         _finish(op)
-    for g in general:  # the general path, a request at a time, the group in a savepoint
-        try:
-            with session.begin_nested():
-                for i in groups[g]:
-                    sku, qty, wh, key, stype, sid, ref = parsed[i]
-                    out[i] = reserve(
-                        session,
-                        sku,
-                        qty,
-                        warehouse=wh,
-                        to_location=dst,
-                        source=(stype, sid) if stype is not None and sid is not None else None,
-                        idempotency_key=key,
-                        reference=ref,
-                        hooks=hooks,
-                    )
-        except ShortageError as exc:
-            for i in groups[g]:
-                out[i] = None
-            shortages[g] = exc
     return ReservedMany(out, shortages)
+
+
+def _reserve_one_by_one(
+    session: Session,
+    dst: Location,
+    parsed: Sequence[tuple[Sku, Decimal, Warehouse, str | None, str | None, str | None, str]],
+    group: Any,
+    idx: list[int],
+    hooks: Any,
+    out: list[Reservation | None],
+    shortages: dict[Any, ShortageError],
+) -> None:
+    """The general path of :func:`reserve_many` (tracked SKUs, repeated keys): a request at a
+    time through :func:`reserve`, the group in a savepoint."""
+    try:
+        with session.begin_nested():
+            for i in idx:
+                sku, qty, wh, key, stype, sid, ref = parsed[i]
+                out[i] = reserve(
+                    session,
+                    sku,
+                    qty,
+                    warehouse=wh,
+                    to_location=dst,
+                    source=(stype, sid) if stype is not None and sid is not None else None,
+                    idempotency_key=key,
+                    reference=ref,
+                    hooks=hooks,
+                )
+    except ShortageError as exc:
+        for i in idx:
+            out[i] = None
+        shortages[group] = exc
 
 
 def _reserve_groups(

@@ -248,3 +248,22 @@ def test_another_tenants_skus_and_warehouses_are_unknown(erp_db, make_tenant):
             inv.reserve_many(s, [ReserveRequest("TEA", 1, wh_a)])
     with erp_db.tenant_session(a) as s:
         assert [lv.reserved for lv in inv.stock_levels(s)] == [D(0)]
+
+
+def test_an_earlier_group_with_a_tracked_sku_is_served_before_later_groups(erp_db, make_tenant):
+    """Group 0 holds a lot-tracked SKU, so it takes the general path; group 1 takes the fast
+    one. Groups are served in the order they appear: group 0 gets the last TEA, group 1 is
+    short, as if each had been reserved in turn."""
+    tid = stock(erp_db, make_tenant, [("TEA", "WH1/A/01", 4), ("MILK", "WH1/A/01", 1)])
+    requests = [
+        ReserveRequest("TEA", 4, "WH1", group=0, source=("test", "x")),
+        ReserveRequest("MILK", 1, "WH1", group=0, source=("test", "x")),
+        ReserveRequest("TEA", 1, "WH1", group=1, source=("test", "x")),
+    ]
+    with erp_db.tenant_session(tid) as s:
+        res = inv.reserve_many(s, requests)
+        assert [r is not None and r.reserved for r in res.reservations] == [D(4), D(1), False]
+        assert list(res.shortages) == [1]
+        short = res.shortages[1]
+        assert (short.sku_code, short.available) == ("TEA", D(0))
+        assert not invariant_violations(s)
