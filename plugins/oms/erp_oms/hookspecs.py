@@ -38,5 +38,5 @@ def oms_refund_after_shipment(session: Session, tenant_id: int, order_id: int, r
 
 @hookspec
 def oms_order_shipped(session: Session, tenant_id: int, order_id: int) -> None:
-    """Every parcel of the order has shipped (after the ledger entry was posted). Runs in the
-    transaction that recorded the shipment."""
+    """Every parcel of the order has shipped (its revenue entry posted, its stock moves done).
+    Runs in the transaction that recorded the shipment."""

@@ -1238,9 +1238,12 @@ def ship_many(
     """Ship several parcels (each with its tracking number and courier code, None for the
     parcel's own) as one piece of bulk work, as :func:`ship` would one by one: every parcel is
     checked first (an OmsError names the first that cannot ship, and nothing is shipped);
-    then all their stock moves are completed in one kernel call (each order's cost of goods
-    sold on its own dimensions), the stock change is reported once (one channel stock-push
-    mark), and the revenue of every order whose last parcel shipped is posted in one go."""
+    then the parcels are marked shipped, the revenue of every order whose last parcel shipped
+    is posted in one go, and last all their stock moves are completed in one kernel call (each
+    order's cost of goods sold on its own dimensions) with the stock change reported once (one
+    channel stock-push mark). Stock goes last so that a concurrent transaction waits for this
+    one's locks on shared SKUs for as short a time as can be. An error leaves the work half
+    done in the transaction: the caller rolls it back."""
     hooks = hooks_of(session, hooks)
     todo: list[tuple[Parcel, str, str | None]] = []
     seen: set[int] = set()
@@ -1256,22 +1259,6 @@ def ship_many(
     # the orders, read at once and held while shipping (the identity map holds weakly)
     order_ids = sorted({parcel.order_id for parcel, _, _ in todo})
     orders = {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(order_ids)))}
-    parcel_ids = [parcel.id for parcel, _, _ in todo]
-    if len(todo) > 1:  # lock the parcels' SKUs' stock first, in one order
-        inv.lock_stock(session, _parcel_sku_ids(session, Parcel.id.in_(parcel_ids)))
-    moves: list[int] = []
-    dims: dict[int, dict[str, str]] = {}
-    by_parcel = {parcel.id: parcel for parcel, _, _ in todo}
-    for pl in session.scalars(
-        select(ParcelLine).where(ParcelLine.parcel_id.in_(parcel_ids)).order_by(ParcelLine.id)
-    ):
-        sale = _sale_dimensions(orders[by_parcel[pl.parcel_id].order_id])
-        for m in pl.move_ids:
-            moves.append(m)
-            dims[m] = sale
-    if moves:
-        with inv.stock_change_batch(session):
-            inv.complete(session, moves, hooks=hooks, move_dimensions=dims)
     now = utcnow()
     for parcel, tracking_no, courier in todo:
         order = orders[parcel.order_id]
@@ -1304,8 +1291,26 @@ def ship_many(
         )
     )
     done = [orders[i] for i in order_ids if i not in waiting]
-    if not done:
-        return
+    shipped = _orders_shipped(session, done, orders, now, actor) if done else []
+    # The stock last: the rows of shared SKUs (quants, moving averages, push marks) stay
+    # locked until the commit, so what only touches these orders' own rows comes first.
+    _complete_moves(session, todo, orders, hooks)
+    caller = getattr(hooks, "oms_order_shipped", None)
+    if caller is not None:
+        for o in shipped:
+            caller(session=session, tenant_id=_tid(session), order_id=o.id)
+    session.flush()
+
+
+def _orders_shipped(
+    session: Session,
+    done: list[Order],
+    orders: Mapping[int, Order],
+    now: datetime,
+    actor: str,
+) -> list[Order]:
+    """The orders whose last parcel shipped and the orders merged into them: marked shipped,
+    their revenue posted; returned."""
     members = list(
         session.scalars(
             select(Order).where(Order.merged_into_id.in_([o.id for o in done])).order_by(Order.id)
@@ -1324,11 +1329,33 @@ def ship_many(
             with_order = N_("with order %(order)s", order=o.merged_into_id)
             event(session, o, "shipped", with_order, actor=actor)
     post_revenues(session, shipped)
-    caller = getattr(hooks, "oms_order_shipped", None)
-    if caller is not None:
-        for o in shipped:
-            caller(session=session, tenant_id=_tid(session), order_id=o.id)
-    session.flush()
+    return shipped
+
+
+def _complete_moves(
+    session: Session,
+    todo: Sequence[tuple[Parcel, str, str | None]],
+    orders: Mapping[int, Order],
+    hooks: Any,
+) -> None:
+    """The parcels' stock moves done in one kernel call, each order's cost of goods sold on
+    its own dimensions; the stock change reported once."""
+    parcel_ids = [parcel.id for parcel, _, _ in todo]
+    if len(todo) > 1:  # lock the parcels' SKUs' stock first, in one order
+        inv.lock_stock(session, _parcel_sku_ids(session, Parcel.id.in_(parcel_ids)))
+    moves: list[int] = []
+    dims: dict[int, dict[str, str]] = {}
+    by_parcel = {parcel.id: parcel for parcel, _, _ in todo}
+    for pl in session.scalars(
+        select(ParcelLine).where(ParcelLine.parcel_id.in_(parcel_ids)).order_by(ParcelLine.id)
+    ):
+        sale = _sale_dimensions(orders[by_parcel[pl.parcel_id].order_id])
+        for m in pl.move_ids:
+            moves.append(m)
+            dims[m] = sale
+    if moves:
+        with inv.stock_change_batch(session):
+            inv.complete(session, moves, hooks=hooks, move_dimensions=dims)
 
 
 def _local_date(session: Session, when: datetime) -> date:

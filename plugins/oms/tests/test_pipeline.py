@@ -380,6 +380,73 @@ def test_a_page_of_parcels_ships_at_once_each_order_on_its_own_books(
         assert sum((r.balance_base for r in ledger.trial_balance(s)), D(0)) == 0
 
 
+def test_shipping_takes_the_stock_last_and_tells_plugins_when_all_is_done(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    """ship_many marks the parcels and posts the revenue before it completes the stock moves
+    (the shared SKU rows stay locked for less of the transaction); oms_order_shipped is
+    called once the order's revenue is posted and its stock moves are done."""
+    from erp_core.inventory.models import Move
+    from erp_core.tenancy.service import tenant_hooks
+
+    now = datetime.now(UTC)
+    for h in (3, 4):
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=2)
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        assert svc.process(s).reserved == 2
+
+    class Spy:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+            self.seen: dict[int, tuple[set[str], bool]] = {}
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+        def oms_order_shipped(self, session: Any, tenant_id: int, order_id: int) -> None:
+            moves = [
+                m
+                for pl in session.scalars(
+                    select(ParcelLine).join(Parcel).where(Parcel.order_id == order_id)
+                )
+                for m in pl.move_ids
+            ]
+            states = set(session.scalars(select(Move.state).where(Move.id.in_(moves))))
+            key = f"oms:order:{order_id}:revenue"
+            posted = session.scalar(
+                select(JournalEntry.id).where(JournalEntry.idempotency_key == key)
+            )
+            self.seen[order_id] = (states, posted is not None)
+
+    with erp_db.tenant_session(tid) as s:
+        spy = Spy(tenant_hooks(s))
+        parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
+        svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=spy)
+        assert spy.seen == {p.order_id: ({"done"}, True) for p in parcels}
+        for p in parcels:
+            revenue = s.scalar(
+                select(JournalEntry.id).where(
+                    JournalEntry.idempotency_key == f"oms:order:{p.order_id}:revenue"
+                )
+            )
+            moves = [
+                m
+                for pl in s.scalars(select(ParcelLine).where(ParcelLine.parcel_id == p.id))
+                for m in pl.move_ids
+            ]
+            cogs = list(
+                s.scalars(
+                    select(JournalEntry.id).where(
+                        JournalEntry.idempotency_key.in_([f"stock-move:{m}" for m in moves])
+                    )
+                )
+            )
+            assert len(cogs) == len(moves) and revenue is not None
+            assert revenue < min(cogs)  # the stock's entries come after the order's own
+
+
 def test_write_back_calls_in_parallel_and_keeps_each_refusal_on_its_parcel(
     erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
 ) -> None:
