@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import secrets
 import sys
 import tempfile
@@ -138,6 +139,27 @@ def orders(box: Any, channel: Any, n: int) -> list[Any]:
     return sorted(out.values(), key=lambda o: (o.modified_at, o.order_id))
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every core of the machine so far (Linux), else None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(since: tuple[int, int] | None) -> str:
+    """The cores kept busy since ``since`` (the bench, its workers, the sandbox and the
+    database server alike): shows whether a run was short of CPU."""
+    now = cpu_ticks()
+    if since is None or now is None or now[1] == since[1]:
+        return ""
+    share = (now[0] - since[0]) / (now[1] - since[1])
+    return f" busy_cores={share * (os.cpu_count() or 1):.2f}"
+
+
 def progress(what: str, since: float) -> None:
     """A line on stderr while the long parts run (stdout keeps the figures)."""
     print(f"{what} ({time.perf_counter() - since:.1f} s)", file=sys.stderr, flush=True)
@@ -189,10 +211,10 @@ def run_workers(
     todo: list[Any],
     size: int,
     workers: int,
-) -> tuple[int, float, dict[str, float]]:
+) -> tuple[int, float, dict[str, float], str]:
     """The orders dealt round-robin in pages to ``workers`` processes (as Celery workers take
     tasks), each with its own connection; (orders reserved, wall seconds, stage seconds summed
-    over the workers)."""
+    over the workers, the busy cores' figure)."""
     import multiprocessing
 
     from erp_connector_tmall.channel import TmallChannel
@@ -231,8 +253,10 @@ def run_workers(
         proc.start()
     ready.wait()
     t0 = time.perf_counter()
+    ticks = cpu_ticks()
     outcomes = [results.get() for _ in procs]
     seconds = time.perf_counter() - t0
+    busy = busy_cores(ticks)
     for proc in procs:
         proc.join()
     errors = [e for _, _, e in outcomes if e]
@@ -242,7 +266,7 @@ def run_workers(
     for _, st, _ in outcomes:
         for k, v in st.items():
             stages[k] += v
-    return sum(n for n, _, _ in outcomes), seconds, stages
+    return sum(n for n, _, _ in outcomes), seconds, stages, busy
 
 
 def main() -> int:
@@ -287,12 +311,13 @@ def main() -> int:
         kind = db.engine.dialect.name
         if args.workers > 0:
             db.dispose()  # no pooled connection may be inherited by the workers
-            reserved, seconds, stages = run_workers(
+            reserved, seconds, stages, busy = run_workers(
                 url, settings, registry, tid, account_id, todo, size, args.workers
             )
             st.seconds.update(stages)
         else:
             t0 = time.perf_counter()
+            ticks = cpu_ticks()
             reserved = 0
             for i in range(0, len(todo), size):
                 reserved += run(
@@ -301,6 +326,7 @@ def main() -> int:
                 if (i + size) % 10_000 < size and i + size < len(todo):
                     progress(f"run: {i + size} of {len(todo)} orders", t0)
             seconds = time.perf_counter() - t0
+            busy = busy_cores(ticks)
         if reserved != args.n:
             print(f"only {reserved} of {args.n} orders were reserved", file=sys.stderr)
             return 1
@@ -310,7 +336,7 @@ def main() -> int:
         workers = f" workers={args.workers}" if args.workers else ""
         print(
             f"RESULT bench=orders mode={args.mode} n={args.n} db={kind}{workers} "
-            f"seconds={seconds:.2f} orders_per_s={args.n / seconds:.1f}"
+            f"seconds={seconds:.2f} orders_per_s={args.n / seconds:.1f}{busy}"
         )
         db.dispose()
     return 0
