@@ -326,6 +326,8 @@ def _install_scoping(factory: sessionmaker[Session]) -> None:
                 )
             if state.is_insert:
                 return
+        if not state.is_orm_statement:
+            return  # the criteria apply to ORM entities only: a Core statement filters itself
         state.statement = state.statement.options(_tenant_criteria(tid))
 
     @event.listens_for(factory, "before_flush")
