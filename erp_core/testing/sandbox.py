@@ -14,6 +14,7 @@ A connector's sandbox subclasses :class:`SalesSandbox` or :class:`PaymentSandbox
 from __future__ import annotations
 
 import abc
+import asyncio
 import socket
 import threading
 import time
@@ -77,6 +78,12 @@ class Sandbox(abc.ABC):
 
     #: The connector (plugin) name this sandbox simulates.
     connector: ClassVar[str]
+    #: Seconds each HTTP request waits before it is answered when served by :func:`running`,
+    #: as a platform across the internet makes it wait (0: at once).
+    latency: float = 0.0
+    #: HTTP requests being answered now, and the most there were at once (:func:`running`).
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
@@ -227,10 +234,32 @@ def serve(app: ASGIApp, *, port: int = 0) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def _as_over_a_network(sandbox: Sandbox) -> ASGIApp:
+    """The sandbox's app, counting its requests in flight and making each wait
+    :attr:`Sandbox.latency` first (the server's event loop goes on with others meanwhile)."""
+    inner = sandbox.app
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        sandbox.in_flight += 1  # (one event loop thread: no lock needed)
+        sandbox.max_in_flight = max(sandbox.max_in_flight, sandbox.in_flight)
+        try:
+            if sandbox.latency > 0:
+                await asyncio.sleep(sandbox.latency)
+            await inner(scope, receive, send)
+        finally:
+            sandbox.in_flight -= 1
+
+    return app
+
+
 @contextmanager
 def running(sandbox: Sandbox) -> Iterator[Sandbox]:
-    """Serve ``sandbox`` on loopback and set its :attr:`~Sandbox.base_url`."""
-    with serve(sandbox.app) as url:
+    """Serve ``sandbox`` on loopback and set its :attr:`~Sandbox.base_url`; the requests it
+    answers are counted, and wait :attr:`~Sandbox.latency` each."""
+    with serve(_as_over_a_network(sandbox)) as url:
         sandbox.base_url = url
         try:
             yield sandbox

@@ -10,6 +10,7 @@ kernel inventory (reservations that never oversell), money through the kernel le
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -1469,6 +1470,10 @@ def writeback(session: Session, parcel: Parcel, channel: Any) -> bool:
 
 #: Write-back calls in flight at once per shop (the connector's rate limiter still applies).
 WRITEBACK_CONCURRENCY = 4
+#: A write-back call slower than this (seconds) waited on the network: the rest of the batch
+#: goes in parallel. Faster ones (a platform's gateway nearby, a local sandbox) cost CPU that
+#: threads would contend for, so they go one by one.
+WRITEBACK_SLOW_CALL = 0.005
 
 
 def writeback_many(
@@ -1477,10 +1482,14 @@ def writeback_many(
     channel: Any,
     *,
     concurrency: int = WRITEBACK_CONCURRENCY,
+    parallel_after: float = WRITEBACK_SLOW_CALL,
 ) -> list[bool]:
     """:func:`writeback` for parcels of one shop: what they carry read at once, the platform
     called for up to ``concurrency`` parcels at a time (the calls touch no database), the
-    outcomes recorded here. True per parcel the platform accepted."""
+    outcomes recorded here. True per parcel the platform accepted.
+
+    The calls go one by one until one takes longer than ``parallel_after`` seconds (it waited
+    on the network); the rest then go ``concurrency`` at a time."""
     from erp_core.channels.types import Shipment
 
     if not parcels:
@@ -1531,11 +1540,17 @@ def writeback_many(
             return exc
         return None
 
-    if concurrency > 1 and len(parcels) > 1:
-        with ThreadPoolExecutor(max_workers=min(concurrency, len(parcels))) as pool:
-            outcomes = list(pool.map(send, calls))
-    else:
-        outcomes = [send(c) for c in calls]
+    # One by one while the platform answers at once: the calls then cost CPU, which threads
+    # would only contend for. In parallel from the first call that waited on the network.
+    outcomes: list[Exception | None] = []
+    for n, c in enumerate(calls):
+        started = time.perf_counter()
+        outcomes.append(send(c))
+        rest = calls[n + 1 :]
+        if concurrency > 1 and len(rest) > 1 and time.perf_counter() - started > parallel_after:
+            with ThreadPoolExecutor(max_workers=min(concurrency, len(rest))) as pool:
+                outcomes.extend(pool.map(send, rest))
+            break
     now = utcnow()
     accepted = []
     for p, exc in zip(parcels, outcomes, strict=True):

@@ -447,6 +447,42 @@ def test_shipping_takes_the_stock_last_and_tells_plugins_when_all_is_done(
             assert revenue < min(cogs)  # the stock's entries come after the order's own
 
 
+@pytest.mark.parametrize("latency", [0.0, 0.05])
+def test_write_back_goes_in_parallel_when_the_platform_makes_calls_wait(
+    erp_db: Any,
+    erp_registry: Any,
+    erp_settings: Any,
+    shop: dict[str, Any],
+    sandbox: TmallSandbox,
+    latency: float,
+) -> None:
+    """A platform that answers at once gets the calls one by one (threads would only contend
+    for the CPU); one that makes a call wait gets the rest of them in parallel."""
+    from erp_oms.writeback import channel_for
+
+    now = datetime.now(UTC)
+    for h in range(3, 9):
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=1)
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        assert svc.process(s).reserved == 6
+        parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
+        svc.ship_many(s, [(p, f"ZT{p.id:08d}", "ZTO") for p in parcels])
+        channel = channel_for(s, erp_registry, erp_settings, shop["account_id"])
+        sandbox.latency, sandbox.max_in_flight = latency, 0
+        # "slow" is a tenth of the latency: far above a loopback call, far below the wait
+        outcomes = svc.writeback_many(s, parcels, channel, parallel_after=latency / 10 or 1.0)
+        sandbox.latency = 0.0
+        assert outcomes == [True] * 6
+        assert [p.writeback for p in parcels] == ["done"] * 6
+        if latency:
+            assert 2 <= sandbox.max_in_flight <= svc.WRITEBACK_CONCURRENCY
+        else:
+            assert sandbox.max_in_flight == 1
+    assert len(sandbox.shipments()) == 6
+
+
 def test_write_back_calls_in_parallel_and_keeps_each_refusal_on_its_parcel(
     erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
 ) -> None:
