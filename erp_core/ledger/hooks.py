@@ -34,7 +34,7 @@ def erp_stock_valued(
 
     if session_tenant(session) != tenant_id:
         raise LedgerError(f"stock valuation for tenant {tenant_id} in another tenant's session")
-    post_valuations(session, valuations)
+    post_valuations(session, valuations, returning=False)
 
 
 @hookimpl

@@ -980,9 +980,11 @@ def post_entries(
     *,
     hooks: Any = None,
     actor: str = "",
+    returning: bool = True,
 ) -> list[JournalEntry]:
     """Validate and post several drafts as one piece of bulk work (a page of shipments, the
-    valuations of a delivery); returns their entries, in order.
+    valuations of a delivery); returns their entries, in order (with ``returning=False``, an
+    empty list: a caller that does not use the entries saves making them).
 
     Each draft is checked exactly as by :func:`post_entry`, and replays work the same way (a
     key already posted returns that entry; the same key twice in ``drafts`` with the same
@@ -1069,11 +1071,14 @@ def post_entries(
                 ]
                 session.execute(insert(cast(Table, Posting.__table__)), rows)
         except IntegrityError:
-            return [_post(session, d, hooks=None, actor=actor) for d in todo]
+            done = [_post(session, d, hooks=None, actor=actor) for d in todo]
+            return done if returning else []
+        if not returning:
+            return []
         for v in values:
             key = v["idempotency_key"]
             posted[key] = _held_entry(session, ids[key], v)
-    return [posted[d.idempotency_key] for d in todo]
+    return [posted[d.idempotency_key] for d in todo] if returning else []
 
 
 def reverse_entry(
@@ -1146,19 +1151,34 @@ def post_valuation(session: Session, valuation: StockValuation) -> JournalEntry 
 
 
 def post_valuations(
-    session: Session, valuations: Iterable[StockValuation]
+    session: Session, valuations: Iterable[StockValuation], *, returning: bool = True
 ) -> list[JournalEntry | None]:
     """:func:`post_valuation` for the valued moves of one stock operation (a delivery of many
-    lines, a page of shipments), posted together with :func:`post_entries`; all or nothing."""
-    drafts = [_valuation_draft(session, v) for v in valuations]
-    posted = iter(post_entries(session, [d for d in drafts if d is not None], actor="inventory"))
-    return [None if d is None else next(posted) for d in drafts]
-
-
-def _valuation_draft(session: Session, valuation: StockValuation) -> EntryDraft | None:
+    lines, a page of shipments), posted together with :func:`post_entries`; all or nothing.
+    With ``returning=False`` nothing is returned (see :func:`post_entries`)."""
+    valuations = list(valuations)
+    if not valuations:
+        return []
     cache = _tx_cache(session)
     tenant = cache.get("tenant") or tenant_of(session)
     cache["tenant"] = tenant
+    mapping = get_mapping(session)
+    drafts = [_valuation_draft(session, v, tenant, mapping) for v in valuations]
+    todo = [d for d in drafts if d is not None]
+    posted = iter(post_entries(session, todo, actor="inventory", returning=returning))
+    return [None if d is None else next(posted) for d in drafts] if returning else []
+
+
+def _valuation_draft(
+    session: Session,
+    valuation: StockValuation,
+    tenant: Tenant | None = None,
+    mapping: Mapping[str, str] | None = None,
+) -> EntryDraft | None:
+    if tenant is None:
+        cache = _tx_cache(session)
+        tenant = cache.get("tenant") or tenant_of(session)
+        cache["tenant"] = tenant
     if valuation.kind not in VALUATION_ACCOUNTS:
         raise LedgerError(f"unknown stock valuation kind {valuation.kind!r}")
     if valuation.currency != tenant.currency:
@@ -1176,7 +1196,8 @@ def _valuation_draft(session: Session, valuation: StockValuation) -> EntryDraft 
     if unknown:
         raise LedgerError(f"unknown posting dimension {', '.join(unknown)}")
     debit, credit = VALUATION_ACCOUNTS[valuation.kind]
-    mapping = get_mapping(session)
+    if mapping is None:
+        mapping = get_mapping(session)
     occurred = valuation.occurred_at
     if occurred.tzinfo is None:
         raise LedgerError("occurred_at must be an aware datetime")

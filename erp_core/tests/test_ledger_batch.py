@@ -97,6 +97,23 @@ def test_a_batch_costs_a_few_statements_however_many_entries(erp_db, make_tenant
     assert len(seen) <= 8, seen
 
 
+def test_a_batch_posts_the_same_without_returning_its_entries(erp_db, make_tenant):
+    """returning=False: nothing comes back, and exactly what a returning batch posts is
+    stored (replays and twins included)."""
+    drafts = [sale(f"k{i}", f"{i}.25", sku=f"S{i}", order=f"O{i}") for i in range(1, 5)]
+    stores = []
+    for name, returning in (("with", True), ("without", False)):
+        tid = make_tenant(name).id
+        with erp_db.tenant_session(tid) as s:
+            service.post_entry(s, drafts[0])
+        with erp_db.tenant_session(tid) as s:
+            got = service.post_entries(s, [*drafts, drafts[1]], returning=returning)
+            assert (len(got) == 5) if returning else (got == [])
+        assert count(erp_db, tid) == (4, 8)
+        stores.append([row[0:1] + row[2:] for row in stored(erp_db, tid)])
+    assert stores[0] == stores[1]
+
+
 def test_replays_and_twins_post_once(erp_db, make_tenant):
     tid = make_tenant("acme").id
     with erp_db.tenant_session(tid) as s:

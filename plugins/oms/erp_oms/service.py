@@ -1400,7 +1400,7 @@ def post_revenues(session: Session, orders: Sequence[Order]) -> None:
         draft = _revenue_draft(session, o, lines[o.id], acc)
         if draft is not None:
             drafts.append(draft)
-    post_entries(session, drafts)
+    post_entries(session, drafts, returning=False)
 
 
 def _revenue_draft(
