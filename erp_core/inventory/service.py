@@ -504,6 +504,14 @@ def virtual_location(session: Session, usage: str) -> Location:
     transit), created if missing."""
     if usage not in VIRTUAL_LOCATIONS:
         raise InventoryError(f"no virtual location {usage!r}")
+    tid = _tenant_id(session)
+    if tid not in session.info.get("erp_inv_virtual", {}):
+        # the first need of this session: the one row asked for, when the ids are kept
+        ids: dict[str, int] = cached(session, "inv.virtual", dict)
+        if len(ids) == len(VIRTUAL_LOCATIONS):
+            loc = _held(session, Location, ids[usage], tid)
+            if loc is not None:
+                return loc
     return ensure_virtual_locations(session)[usage]
 
 
