@@ -198,7 +198,8 @@ def cached(session: Session, name: str, loader: Callable[[], T]) -> T:
     tid = session_tenant(session)
     if tid is None:
         return loader()
-    session._autoflush()  # pending changes to master data count as written
+    if _pending_master_data(session):
+        session._autoflush()  # pending changes to master data count as written
     if wrote_master_data(session, tid):
         return loader()
     epochs = tenant_epochs(session, tid)
@@ -219,6 +220,19 @@ def cached(session: Session, name: str, loader: Callable[[], T]) -> T:
         while len(store) > MAX_ENTRIES:
             store.popitem(last=False)
     return value
+
+
+def _pending_master_data(session: Session) -> bool:
+    """Whether the session holds a new, changed or deleted master-data row not yet flushed
+    (other pending changes wait for the session's next flush: flushing costs the same for
+    few objects as for many)."""
+    if not session.autoflush or session._is_clean():
+        return False
+    return any(
+        isinstance(obj, MasterData)
+        for pending in (session.new, session.dirty, session.deleted)
+        for obj in pending
+    )
 
 
 def _owner(obj: Any) -> Any:

@@ -101,6 +101,27 @@ def test_a_writing_transaction_sees_its_own_change_and_keeps_nothing(
     assert load.calls == 2
 
 
+def test_pending_rows_that_are_not_master_data_wait_for_the_next_flush(
+    erp_db: Database, two: Any
+) -> None:
+    """Asking the cache flushes pending master data only: a pending row of another kind
+    stays pending (one flush later takes it with the rest), and the kept value is served."""
+    from erp_core.inventory.models import Lot
+
+    a, _ = two
+    load = Loader()
+    assert load.read(erp_db, a) == {"S1": "A's"}
+    with erp_db.tenant_session(a) as s:
+        sku = s.scalars(select(Sku)).one()
+        lot = Lot(sku_id=sku.id, code="L1")
+        s.add(lot)
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "A's"}
+        assert load.calls == 1 and lot in s.new
+        sku.name = "pending"  # master data now pending too: flushed, and read afresh
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "pending"}
+        assert load.calls == 2 and lot not in s.new
+
+
 def test_an_undone_write_leaves_nothing_for_the_next_epoch(erp_db: Database, two: Any) -> None:
     """A rolled-back writer read its own change at the epoch it bumped to; the next committed
     writer bumps to that same number. Its readers must get its value, not the undone one."""
