@@ -158,9 +158,13 @@ def mark(session: Session, sku_ids: Iterable[int]) -> None:
     from erp_core.db.session import session_tenant
 
     tid = session_tenant(session)
+    if tid is None:
+        raise RuntimeError("stock push marks need a session bound to a tenant")
     now = utcnow()
     stmt = _MARK[session.get_bind().dialect.name]
-    session.execute(stmt, [{"tenant_id": tid, "sku_id": i, "marked_at": now} for i in ids])
+    # on the session's connection: the marks need none of its pending changes flushed first
+    rows = [{"tenant_id": tid, "sku_id": i, "marked_at": now} for i in ids]
+    session.connection().execute(stmt, rows)
 
 
 def _mark_statement(make: Any) -> Any:
