@@ -30,6 +30,7 @@ first (``SELECT ... FOR UPDATE`` on PostgreSQL; the database write lock on SQLit
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -1929,10 +1930,21 @@ def _load(op: _Op, ids: list[int]) -> list[_Row]:
 def _set_moves(op: _Op, ids: Sequence[int], **values: Any) -> None:
     if not ids:
         return
+    params = {f"v_{k}": v for k, v in values.items()}
     op.conn.execute(
-        update(M).where(M.c.tenant_id == op.tid, M.c.id.in_(list(ids))).values(**values)
+        _set_moves_statement(tuple(sorted(values))), {"t": op.tid, "ids": list(ids), **params}
     )
     _expire(op.session, ids)
+
+
+@functools.lru_cache(maxsize=32)
+def _set_moves_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE`` of ``columns`` of the tenant's moves ``:ids``, built once per set of columns."""
+    return (
+        update(M)
+        .where(M.c.tenant_id == bindparam("t"), M.c.id.in_(bindparam("ids", expanding=True)))
+        .values({c: bindparam(f"v_{c}", type_=M.c[c].type) for c in columns})
+    )
 
 
 def _expire(session: Session, ids: Iterable[int]) -> None:
@@ -2238,6 +2250,20 @@ _SET_VALUATION = (
 )
 
 
+#: a SKU's moving average row, made if missing (per dialect)
+_ENSURE_VALUATION = {
+    name: make(VAL).on_conflict_do_nothing(index_elements=[VAL.c.tenant_id, VAL.c.sku_id])
+    for name, make in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+_VALUATIONS = (
+    select(VAL.c.sku_id, VAL.c.quantity, VAL.c.value, VAL.c.average_cost)
+    .where(VAL.c.tenant_id == bindparam("t"), VAL.c.sku_id.in_(bindparam("s", expanding=True)))
+    .order_by(VAL.c.sku_id)
+)
+#: the same, locked until the transaction ends (PostgreSQL)
+_VALUATIONS_LOCKED = _VALUATIONS.with_for_update()
+
+
 def _add_to_quant(op: _Op, sku_id: int, loc: Location, lot_id: int | None, qty: Decimal) -> None:
     values = {
         "tenant_id": op.tid,
@@ -2285,12 +2311,9 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
         return
     currency = _tenant_info(op.session, op.tid)[0]
     skus = sorted(by_sku)
-    ins: Any = (postgresql.insert(VAL) if op.is_pg else sqlite.insert(VAL)).on_conflict_do_nothing(
-        index_elements=[VAL.c.tenant_id, VAL.c.sku_id]
-    )
     zero = Decimal(0)
     op.conn.execute(
-        ins,
+        _ENSURE_VALUATION["postgresql" if op.is_pg else "sqlite"],
         [
             {
                 "tenant_id": op.tid,
@@ -2303,16 +2326,14 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
             for sku_id in skus
         ],
     )
-    stmt = (
-        select(VAL.c.sku_id, VAL.c.quantity, VAL.c.value, VAL.c.average_cost)
-        .where(VAL.c.tenant_id == op.tid, VAL.c.sku_id.in_(skus))
-        .order_by(VAL.c.sku_id)
-    )
-    if op.is_pg:
-        stmt = stmt.with_for_update()
-    held = {r.sku_id: (r.quantity, r.value, r.average_cost) for r in op.conn.execute(stmt)}
+    stmt = _VALUATIONS_LOCKED if op.is_pg else _VALUATIONS
+    held = {
+        r.sku_id: (r.quantity, r.value, r.average_cost)
+        for r in op.conn.execute(stmt, {"t": op.tid, "s": skus})
+    }
     moves: list[dict[str, Any]] = []
     sums: list[dict[str, Any]] = []
+    wh_codes: dict[int, str | None] = {}
     for sku_id in skus:
         qty, value, avg = held[sku_id]
         for r, kind in by_sku[sku_id]:
@@ -2337,8 +2358,10 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
             wh_side = r.dst if r.dst.owned else r.src
             wh_code = None
             if wh_side.warehouse_id is not None:
-                wh = _held(op.session, Warehouse, wh_side.warehouse_id, op.tid)
-                wh_code = wh.code if wh is not None else None
+                if wh_side.warehouse_id not in wh_codes:
+                    wh = _held(op.session, Warehouse, wh_side.warehouse_id, op.tid)
+                    wh_codes[wh_side.warehouse_id] = wh.code if wh is not None else None
+                wh_code = wh_codes[wh_side.warehouse_id]
             if amount != 0:
                 op.valued.append(
                     StockValuation(
