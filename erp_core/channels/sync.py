@@ -332,19 +332,25 @@ def _insert_ignore_many(session: Session, rows: list[dict[str, Any]]) -> set[tup
     tenant_id = session_tenant(session)
     if tenant_id is None:
         raise SyncError("no tenant bound to the session")
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    table: Any = ChannelObject.__table__
+    stmt = _INSERT_VERSIONS[session.get_bind().dialect.name]
     done: set[tuple[str, str]] = set()
     for n in range(0, len(rows), _CHUNK):
         chunk = [{"tenant_id": tenant_id, **row} for row in rows[n : n + _CHUNK]]
-        stmt: Any = (
-            insert(table)
-            .values(chunk)
-            .on_conflict_do_nothing()
-            .returning(table.c.kind, table.c.platform_id)
-        )
-        done.update((kind, pid) for kind, pid in session.execute(stmt))
+        done.update((kind, pid) for kind, pid in session.execute(stmt, chunk))
     return done
+
+
+def _insert_versions(make: Any) -> Any:
+    table: Any = ChannelObject.__table__
+    return make(table).on_conflict_do_nothing().returning(table.c.kind, table.c.platform_id)
+
+
+#: the insert of :func:`_insert_ignore_many` per dialect, built once (with many parameter sets
+#: it is sent as multi-row statements, the rows already recorded skipped and not returned)
+_INSERT_VERSIONS = {
+    "postgresql": _insert_versions(pg_insert),
+    "sqlite": _insert_versions(sqlite_insert),
+}
 
 
 def deliver(session: Session, hooks: Any, tenant_id: int, account_id: int, item: Any) -> None:

@@ -411,6 +411,41 @@ _versions = st.lists(
 )
 
 
+def test_versions_recorded_meanwhile_are_skipped_and_not_reported_as_inserted(
+    erp_db, erp_registry, erp_settings, acme
+):
+    """The bulk insert of versions leaves rows already recorded as they are (a concurrent
+    run recorded them between the read and the insert) and reports only the rows it added."""
+    sim = PlatformSim(seed=1, start=T0, end=T0 + timedelta(hours=1), orders=0)
+    acc = add_shop(erp_db, erp_registry, erp_settings, acme.id, sim)
+
+    def row(pid: str, dg: str) -> dict[str, Any]:
+        return {
+            "account_id": acc,
+            "kind": "order",
+            "platform_id": pid,
+            "modified_at": T0,
+            "digest": dg,
+            "updated_at": T0,
+        }
+
+    with erp_db.tenant_session(acme.id) as s:
+        assert sync._insert_ignore_many(s, [row("A", "1"), row("B", "1")]) == {
+            ("order", "A"),
+            ("order", "B"),
+        }
+    with erp_db.tenant_session(acme.id) as s:
+        got = sync._insert_ignore_many(s, [row(p, "2") for p in ("B", "C", "A", "D")])
+        assert got == {("order", "C"), ("order", "D")}
+    with erp_db.tenant_session(acme.id) as s:
+        stored = s.execute(
+            select(ChannelObject.platform_id, ChannelObject.digest)
+            .where(ChannelObject.account_id == acc)
+            .order_by(ChannelObject.platform_id)
+        ).all()
+    assert [tuple(r) for r in stored] == [("A", "1"), ("B", "1"), ("C", "2"), ("D", "2")]
+
+
 @settings(
     max_examples=40,
     deadline=None,
