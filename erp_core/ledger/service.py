@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, case, exists, func, insert, select, text
+from sqlalchemy import Table, bindparam, case, exists, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached
@@ -749,10 +749,24 @@ def _existing(session: Session, key: str) -> JournalEntry | None:
 
 
 def _replay_problem(found: JournalEntry) -> str:
+    return _replay_message(found.idempotency_key, found.id)
+
+
+def _replay_message(key: str, entry_id: int) -> str:
     return (
-        f"idempotency key {found.idempotency_key!r} was already used by entry {found.id} "
+        f"idempotency key {key!r} was already used by entry {entry_id} "
         "with different content; use a new key for a different event"
     )
+
+
+_ENTRY_TABLE = cast(Table, JournalEntry.__table__)
+#: new entries, their (key, id) returned; their postings (built once)
+_INSERT_ENTRIES = insert(_ENTRY_TABLE).returning(_ENTRY_TABLE.c.idempotency_key, _ENTRY_TABLE.c.id)
+_INSERT_POSTINGS = insert(cast(Table, Posting.__table__))
+#: the entries already posted under some keys: (key, id, digest), built once
+_POSTED = select(JournalEntry.idempotency_key, JournalEntry.id, JournalEntry.digest).where(
+    JournalEntry.idempotency_key.in_(bindparam("keys", expanding=True))
+)
 
 
 def _replay(found: JournalEntry, digest: str) -> JournalEntry:
@@ -1016,16 +1030,16 @@ def post_entries(
     if problems:
         raise LedgerError(" | ".join(problems))
     keys = sorted({d.idempotency_key for d, _, _ in checked})
-    posted: dict[str, JournalEntry] = {}
+    earlier_ones: dict[str, tuple[int, str]] = {}  # key -> (entry id, digest)
     for i in range(0, len(keys), 500):
-        q = select(JournalEntry).where(JournalEntry.idempotency_key.in_(keys[i : i + 500]))
-        posted.update((e.idempotency_key, e) for e in session.scalars(q))
+        for key, eid, dg in session.execute(_POSTED, {"keys": keys[i : i + 500]}):
+            earlier_ones[key] = (eid, dg)
     fresh: dict[str, tuple[int, EntryDraft, list[_Line], str]] = {}
     for n, (d, lines, digest) in enumerate(checked, 1):
-        earlier = posted.get(d.idempotency_key)
+        earlier = earlier_ones.get(d.idempotency_key)
         if earlier is not None:
-            if earlier.digest != digest:
-                refuse(n, d, [_replay_problem(earlier)])
+            if earlier[1] != digest:
+                refuse(n, d, [_replay_message(d.idempotency_key, earlier[0])])
             continue
         twin = fresh.get(d.idempotency_key)
         if twin is not None:
@@ -1060,25 +1074,29 @@ def post_entries(
             # a savepoint: a concurrent transaction that posted one of the keys first makes
             # the batch fall back to one entry at a time, which answers with its entry
             with session.begin_nested():
-                table = cast(Table, JournalEntry.__table__)
                 # matched by key, the rows come back in any order (one statement for all)
-                stmt = insert(table).returning(table.c.idempotency_key, table.c.id)
-                ids: dict[str, int] = {k: i for k, i in session.execute(stmt, values)}
+                ids: dict[str, int] = {k: i for k, i in session.execute(_INSERT_ENTRIES, values)}
                 rows = [
                     row
                     for _, d, lines, _ in new
                     for row in _posting_rows(tenant.id, ids[d.idempotency_key], d, lines, accounts)
                 ]
-                session.execute(insert(cast(Table, Posting.__table__)), rows)
+                session.execute(_INSERT_POSTINGS, rows)
         except IntegrityError:
             done = [_post(session, d, hooks=None, actor=actor) for d in todo]
             return done if returning else []
-        if not returning:
-            return []
+    if not returning:
+        return []
+    posted: dict[str, JournalEntry] = {}
+    for key, (eid, _) in earlier_ones.items():
+        entry = session.get(JournalEntry, eid)
+        assert entry is not None
+        posted[key] = entry
+    if fresh:
         for v in values:
             key = v["idempotency_key"]
             posted[key] = _held_entry(session, ids[key], v)
-    return [posted[d.idempotency_key] for d in todo] if returning else []
+    return [posted[d.idempotency_key] for d in todo]
 
 
 def reverse_entry(
