@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
@@ -656,12 +656,24 @@ class Result:
     failed: list[str] = field(default_factory=list)
 
 
+# Statements of the hot paths, built once (building one costs about as much as running it).
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_LINES_OF_ORDERS = select(OrderLine).where(OrderLine.order_id.in_(_IDS)).order_by(OrderLine.id)
+_ORDERS = select(Order).where(Order.id.in_(_IDS))
+_PLANNED_PARCELS = (
+    select(Parcel).where(Parcel.order_id.in_(_IDS), Parcel.state == "planned").order_by(Parcel.id)
+)
+_PARCEL_LINES = select(ParcelLine).where(ParcelLine.parcel_id.in_(_IDS)).order_by(ParcelLine.id)
+#: orders (of ``ids``) with a parcel still to ship
+_WAITING_PARCELS = select(Parcel.order_id).where(
+    Parcel.order_id.in_(_IDS), Parcel.state.in_(("planned", "reserved"))
+)
+
+
 def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[OrderLine]]:
     out: dict[int, list[OrderLine]] = defaultdict(list)
     if order_ids:
-        for ln in session.scalars(
-            select(OrderLine).where(OrderLine.order_id.in_(order_ids)).order_by(OrderLine.id)
-        ):
+        for ln in session.scalars(_LINES_OF_ORDERS, {"ids": list(order_ids)}):
             out[ln.order_id].append(ln)
     return out
 
@@ -1064,20 +1076,8 @@ def reserve_orders(
     if not orders:
         return {}
     by_id = {o.id: o for o in orders}
-    parcels = list(
-        session.scalars(
-            select(Parcel)
-            .where(Parcel.order_id.in_(list(by_id)), Parcel.state == "planned")
-            .order_by(Parcel.id)
-        )
-    )
-    pls = list(
-        session.scalars(
-            select(ParcelLine)
-            .where(ParcelLine.parcel_id.in_([p.id for p in parcels]))
-            .order_by(ParcelLine.id)
-        )
-    )
+    parcels = list(session.scalars(_PLANNED_PARCELS, {"ids": list(by_id)}))
+    pls = list(session.scalars(_PARCEL_LINES, {"ids": [p.id for p in parcels]}))
     skus = dict(
         session.execute(
             select(OrderLine.id, OrderLine.sku_id).where(
@@ -1259,7 +1259,7 @@ def ship_many(
         return
     # the orders, read at once and held while shipping (the identity map holds weakly)
     order_ids = sorted({parcel.order_id for parcel, _, _ in todo})
-    orders = {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": list(order_ids)})}
     now = utcnow()
     for parcel, tracking_no, courier in todo:
         order = orders[parcel.order_id]
@@ -1284,13 +1284,7 @@ def ship_many(
             parcel=parcel.id,
         )
     session.flush()
-    waiting = set(
-        session.scalars(
-            select(Parcel.order_id).where(
-                Parcel.order_id.in_(order_ids), Parcel.state.in_(("planned", "reserved"))
-            )
-        )
-    )
+    waiting = set(session.scalars(_WAITING_PARCELS, {"ids": order_ids}))
     done = [orders[i] for i in order_ids if i not in waiting]
     shipped = _orders_shipped(session, done, orders, now, actor) if done else []
     # The stock last: the rows of shared SKUs (quants, moving averages, push marks) stay
@@ -1347,9 +1341,7 @@ def _complete_moves(
     moves: list[int] = []
     dims: dict[int, dict[str, str]] = {}
     by_parcel = {parcel.id: parcel for parcel, _, _ in todo}
-    for pl in session.scalars(
-        select(ParcelLine).where(ParcelLine.parcel_id.in_(parcel_ids)).order_by(ParcelLine.id)
-    ):
+    for pl in session.scalars(_PARCEL_LINES, {"ids": parcel_ids}):
         sale = _sale_dimensions(orders[by_parcel[pl.parcel_id].order_id])
         for m in pl.move_ids:
             moves.append(m)
@@ -1510,7 +1502,7 @@ def writeback_many(
     order_ids = {oid for by_order in carried.values() for oid in by_order} | {
         p.order_id for p in parcels
     }
-    orders = {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": list(order_ids)})}
     counts = dict(
         session.execute(
             select(OrderLine.order_id, func.count())
