@@ -2181,10 +2181,16 @@ def _dimensions(given: Mapping[str, str] | None) -> dict[str, str]:
     return {k: str(v) for k, v in (given or {}).items() if v}
 
 
+_FRESH_MOVES = (
+    select(Move)
+    .where(Move.id.in_(bindparam("ids", expanding=True)))
+    .execution_options(populate_existing=True)
+)
+
+
 def _fresh_moves(session: Session, ids: list[int]) -> list[Move]:
     """The moves ``ids``, freshly read in one query, in that order."""
-    stmt = select(Move).where(Move.id.in_(ids)).execution_options(populate_existing=True)
-    found = {m.id: m for m in session.scalars(stmt)}
+    found = {m.id: m for m in session.scalars(_FRESH_MOVES, {"ids": ids})}
     return [found[i] for i in ids]
 
 

@@ -522,15 +522,7 @@ def stock_by_warehouse(session: Session, sku_ids: Iterable[int]) -> dict[tuple[i
     ids = sorted(set(sku_ids))
     if not ids:
         return {}
-    rows = session.execute(
-        select(
-            Quant.sku_id,
-            Quant.warehouse_id,
-            func.sum(Quant.quantity - Quant.reserved, type_=Quantity),
-        )
-        .where(Quant.sku_id.in_(ids), Quant.warehouse_id.is_not(None))
-        .group_by(Quant.sku_id, Quant.warehouse_id)
-    ).all()
+    rows = session.execute(_AVAILABLE_BY_WAREHOUSE, {"ids": ids}).all()
     return {(s, w): Decimal(q or 0) for s, w, q in rows if w is not None}
 
 
@@ -667,6 +659,27 @@ _PARCEL_LINES = select(ParcelLine).where(ParcelLine.parcel_id.in_(_IDS)).order_b
 #: orders (of ``ids``) with a parcel still to ship
 _WAITING_PARCELS = select(Parcel.order_id).where(
     Parcel.order_id.in_(_IDS), Parcel.state.in_(("planned", "reserved"))
+)
+#: the lines of orders with their SKUs' codes, by order
+_LINES_WITH_SKU_CODES = (
+    select(OrderLine, Sku.code)
+    .outerjoin(Sku, Sku.id == OrderLine.sku_id)
+    .where(OrderLine.order_id.in_(_IDS))
+    .order_by(OrderLine.order_id, OrderLine.id)
+)
+_LINE_COUNTS = (
+    select(OrderLine.order_id, func.count())
+    .where(OrderLine.order_id.in_(_IDS))
+    .group_by(OrderLine.order_id)
+)
+_LINE_SKUS = select(OrderLine.id, OrderLine.sku_id).where(OrderLine.id.in_(_IDS))
+#: stock available per SKU and warehouse
+_AVAILABLE_BY_WAREHOUSE = (
+    select(
+        Quant.sku_id, Quant.warehouse_id, func.sum(Quant.quantity - Quant.reserved, type_=Quantity)
+    )
+    .where(Quant.sku_id.in_(_IDS), Quant.warehouse_id.is_not(None))
+    .group_by(Quant.sku_id, Quant.warehouse_id)
 )
 
 
@@ -1078,13 +1091,7 @@ def reserve_orders(
     by_id = {o.id: o for o in orders}
     parcels = list(session.scalars(_PLANNED_PARCELS, {"ids": list(by_id)}))
     pls = list(session.scalars(_PARCEL_LINES, {"ids": [p.id for p in parcels]}))
-    skus = dict(
-        session.execute(
-            select(OrderLine.id, OrderLine.sku_id).where(
-                OrderLine.id.in_([pl.order_line_id for pl in pls])
-            )
-        ).all()
-    )
+    skus = dict(session.execute(_LINE_SKUS, {"ids": [pl.order_line_id for pl in pls]}).all())
     by_parcel: dict[int, list[ParcelLine]] = defaultdict(list)
     for pl in pls:
         by_parcel[pl.parcel_id].append(pl)
@@ -1379,13 +1386,7 @@ def post_revenues(session: Session, orders: Sequence[Order]) -> None:
     acc = get_mapping(session)
     ids = [o.id for o in orders]
     lines: dict[int, list[tuple[OrderLine, str | None]]] = {i: [] for i in ids}
-    q = (
-        select(OrderLine, Sku.code)
-        .outerjoin(Sku, Sku.id == OrderLine.sku_id)
-        .where(OrderLine.order_id.in_(ids))
-        .order_by(OrderLine.order_id, OrderLine.id)
-    )
-    for ln, code in session.execute(q):
+    for ln, code in session.execute(_LINES_WITH_SKU_CODES, {"ids": ids}):
         lines[ln.order_id].append((ln, code))
     drafts = []
     for o in orders:
@@ -1503,13 +1504,7 @@ def writeback_many(
         p.order_id for p in parcels
     }
     orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": list(order_ids)})}
-    counts = dict(
-        session.execute(
-            select(OrderLine.order_id, func.count())
-            .where(OrderLine.order_id.in_(order_ids))
-            .group_by(OrderLine.order_id)
-        ).all()
-    )
+    counts = dict(session.execute(_LINE_COUNTS, {"ids": list(order_ids)}).all())
     calls: list[list[Any]] = []
     for p in parcels:
         calls.append(
