@@ -543,11 +543,7 @@ def _context(
     keys = {(o.channel_account_id, o.buyer_key, o.address_key) for o in orders if o.buyer_key}
     if keys:
         buyers = {k[1] for k in keys}
-        others = session.execute(
-            select(Order.id, Order.channel_account_id, Order.buyer_key, Order.address_key).where(
-                Order.buyer_key.in_(buyers), Order.status.in_(sorted(OPEN_STATES))
-            )
-        ).all()
+        others = session.execute(_OPEN_ORDERS_OF_BUYERS, {"ids": sorted(buyers)}).all()
         by_key: dict[tuple[Any, str, str], list[int]] = defaultdict(list)
         for oid, acc, bk, ak in others:
             by_key[(acc, bk, ak)].append(oid)
@@ -673,6 +669,22 @@ _LINE_COUNTS = (
     .group_by(OrderLine.order_id)
 )
 _LINE_SKUS = select(OrderLine.id, OrderLine.sku_id).where(OrderLine.id.in_(_IDS))
+#: open orders of some buyers (``ids``: buyer keys), for the duplicate-order suspicion
+_OPEN_ORDERS_OF_BUYERS = select(
+    Order.id, Order.channel_account_id, Order.buyer_key, Order.address_key
+).where(Order.buyer_key.in_(_IDS), Order.status.in_(sorted(OPEN_STATES)))
+#: the orders merged into some orders
+_MERGED_INTO = select(Order).where(Order.merged_into_id.in_(_IDS)).order_by(Order.id)
+#: (parcel, order, platform line id) of what parcels carry, scoped by the parcels (see
+#: _through_parcels)
+_CARRIED = (
+    select(ParcelLine.parcel_id, OrderLine.order_id, OrderLine.line_id)
+    .select_from(Parcel)
+    .join(ParcelLine, ParcelLine.parcel_id == Parcel.id)
+    .join(OrderLine, OrderLine.id == ParcelLine.order_line_id)
+    .where(Parcel.id.in_(_IDS), Parcel.tenant_id == bindparam("tid"))
+    .execution_options(erp_all_tenants=True)
+)
 #: stock available per SKU and warehouse
 _AVAILABLE_BY_WAREHOUSE = (
     select(
@@ -1313,11 +1325,7 @@ def _orders_shipped(
 ) -> list[Order]:
     """The orders whose last parcel shipped and the orders merged into them: marked shipped,
     their revenue posted; returned."""
-    members = list(
-        session.scalars(
-            select(Order).where(Order.merged_into_id.in_([o.id for o in done])).order_by(Order.id)
-        )
-    )
+    members = list(session.scalars(_MERGED_INTO, {"ids": [o.id for o in done]}))
     by_master: dict[int, list[Order]] = {}
     for member in members:
         by_master.setdefault(member.merged_into_id or 0, []).append(member)
@@ -1489,16 +1497,7 @@ def writeback_many(
         return []
     ids = [p.id for p in parcels]
     carried: dict[int, dict[int, list[str]]] = {i: defaultdict(list) for i in ids}
-    for pid, oid, line_id in session.execute(
-        _through_parcels(
-            session,
-            select(ParcelLine.parcel_id, OrderLine.order_id, OrderLine.line_id)
-            .select_from(Parcel)
-            .join(ParcelLine, ParcelLine.parcel_id == Parcel.id)
-            .join(OrderLine, OrderLine.id == ParcelLine.order_line_id)
-            .where(Parcel.id.in_(ids)),
-        )
-    ):
+    for pid, oid, line_id in session.execute(_CARRIED, {"ids": ids, "tid": _tid(session)}):
         carried[pid][oid].append(line_id)
     order_ids = {oid for by_order in carried.values() for oid in by_order} | {
         p.order_id for p in parcels
