@@ -1682,15 +1682,15 @@ _MOVE_IDENTITY = (
     "source_id",
     "reference",
 )
+_INSERT_MOVES_RETURNING = M.insert().returning(M.c.id, *(M.c[c] for c in _MOVE_IDENTITY))
 
 
 def _insert_rows_returning_ids(op: _Op, rows: list[dict[str, Any]]) -> list[int]:
     """Insert moves with one statement; their ids in the order of ``rows``. The database
     returns the rows in any order: they are matched by their values (moves equal in all of
     them are interchangeable)."""
-    stmt = M.insert().returning(M.c.id, *(M.c[c] for c in _MOVE_IDENTITY))
     found: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for row in op.conn.execute(stmt, rows):
+    for row in op.conn.execute(_INSERT_MOVES_RETURNING, rows):
         found[tuple(row[1:])].append(row[0])
     for ids in found.values():
         ids.sort(reverse=True)  # the earlier row of equal ones takes the lower id
@@ -1894,13 +1894,20 @@ def _move_ids(moves: MoveRef | Iterable[MoveRef]) -> list[int]:
     return ids
 
 
+_MOVES = (
+    select(M)
+    .where(M.c.tenant_id == bindparam("t"), M.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(M.c.id)
+)
+#: the same, locked until the transaction ends (PostgreSQL)
+_MOVES_LOCKED = _MOVES.with_for_update()
+
+
 def _load(op: _Op, ids: list[int]) -> list[_Row]:
     """Lock and read moves (in id order, so concurrent callers lock in the same order)."""
     op.write_lock()
-    stmt = select(M).where(M.c.tenant_id == op.tid, M.c.id.in_(ids)).order_by(M.c.id)
-    if op.is_pg:
-        stmt = stmt.with_for_update()
-    found = {r.id: r for r in op.conn.execute(stmt)}
+    stmt = _MOVES_LOCKED if op.is_pg else _MOVES
+    found = {r.id: r for r in op.conn.execute(stmt, {"t": op.tid, "ids": ids})}
     missing = [i for i in ids if i not in found]
     if missing:
         raise InventoryError(f"unknown move id {missing[0]}")
