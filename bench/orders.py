@@ -23,6 +23,7 @@ scratch database (the tenant it creates is left there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -137,6 +138,25 @@ def orders(box: Any, channel: Any, n: int) -> list[Any]:
             progress(f"setup: {len(out)} of {n} orders fetched through the connector", t0)
     progress(f"setup: {len(out)} orders fetched through the connector", t0)
     return sorted(out.values(), key=lambda o: (o.modified_at, o.order_id))
+
+
+class CallCounter:
+    """Counts the Python and built-in function calls made in this thread while entered (the
+    sandbox's and the write-back's threads are not counted)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _count(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" or event == "c_call":
+            self.calls += 1
+
+    def __enter__(self) -> CallCounter:
+        sys.setprofile(self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.setprofile(None)
 
 
 def cpu_ticks() -> tuple[int, int] | None:
@@ -276,12 +296,20 @@ def main() -> int:
     ap.add_argument("--page", type=int, default=100, help="orders per transaction in batch mode")
     ap.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
     ap.add_argument(
+        "--calls",
+        action="store_true",
+        help="count the Python function calls of the pipeline (in this process; slower): a "
+        "figure that does not vary from run to run, for comparing revisions on a noisy machine",
+    )
+    ap.add_argument(
         "--workers",
         type=int,
         default=0,
         help="run in this many worker processes (pages dealt round-robin); 0: in this process",
     )
     args = ap.parse_args()
+    if args.calls and args.workers:
+        ap.error("--calls counts the calls of this process: use it without --workers")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("erp_core.channels.http").setLevel(logging.ERROR)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -319,10 +347,12 @@ def main() -> int:
             t0 = time.perf_counter()
             ticks = cpu_ticks()
             reserved = 0
+            counter = CallCounter() if args.calls else None
             for i in range(0, len(todo), size):
-                reserved += run(
-                    db, registry, settings, tid, account_id, todo[i : i + size], st, channel
-                )
+                with counter or contextlib.nullcontext():
+                    reserved += run(
+                        db, registry, settings, tid, account_id, todo[i : i + size], st, channel
+                    )
                 if (i + size) % 10_000 < size and i + size < len(todo):
                     progress(f"run: {i + size} of {len(todo)} orders", t0)
             seconds = time.perf_counter() - t0
@@ -334,6 +364,8 @@ def main() -> int:
             print(f"stage {name}: {secs:.2f} s ({secs / args.n * 1000:.2f} ms/order)")
         print(f"ship-back calls accepted by the sandbox: {len(box.shipments())}")
         workers = f" workers={args.workers}" if args.workers else ""
+        if args.workers == 0 and args.calls and counter is not None:
+            busy += f" calls_per_order={counter.calls / args.n:.0f}"
         print(
             f"RESULT bench=orders mode={args.mode} n={args.n} db={kind}{workers} "
             f"seconds={seconds:.2f} orders_per_s={args.n / seconds:.1f}{busy}"
