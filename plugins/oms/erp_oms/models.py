@@ -56,7 +56,8 @@ class Order(TenantScoped, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "channel_account_id", "platform_order_id"),
         Index("ix_oms_order_tenant_status_id", "tenant_id", "status", "id"),
-        Index("ix_oms_order_tenant_buyer", "tenant_id", "channel_account_id", "buyer_key"),
+        # review's duplicate suspicion: the open orders of a page's buyers
+        Index("ix_oms_order_tenant_buyer", "tenant_id", "buyer_key", "status"),
         Index(
             "ix_oms_order_merged_into",
             "merged_into_id",

@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from erp_oms import service as svc
 from erp_oms.models import Parcel, WarehouseRoute
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from erp_core.channels.types import Address, OrderLine, OrderStatus
 from erp_core.channels.types import Order as ChannelOrder
@@ -68,3 +69,29 @@ def test_a_join_scoped_by_its_parcels_sees_only_the_tenants_own(make_tenant, erp
             sku = s.scalar(select(Sku.id).where(Sku.code == code))
             assert svc._parcel_sku_ids(s, Parcel.id.in_([own, other])) == [sku]
             assert svc._parcel_sku_ids(s, Parcel.id == other) == []
+
+
+def test_duplicate_suspicion_looks_up_the_buyers_not_every_open_order(make_tenant, erp_db):
+    """Review asks for the open orders of the page's buyers. A shop with thousands of orders
+    waiting must not have them all read for each page: the query goes through the buyer
+    index (SQLite's planner, given the hints that ``upgrade`` writes)."""
+    if erp_db.is_postgres:
+        pytest.skip("SQLite's planner; PostgreSQL keeps statistics of its own")
+    t = make_tenant("acme", plugins=("oms",))
+    seen: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        seen.append((statement, params))
+
+    event.listen(erp_db.engine, "before_cursor_execute", grab)
+    try:
+        with erp_db.tenant_session(t.id) as s:
+            s.execute(svc._OPEN_ORDERS_OF_BUYERS, {"ids": ["b1", "b2"]}).all()
+    finally:
+        event.remove(erp_db.engine, "before_cursor_execute", grab)
+    (statement, params) = [x for x in seen if "buyer_key IN" in x[0]][-1]
+    with erp_db.engine.connect() as conn:
+        plan = " ".join(
+            r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+        )
+    assert "ix_oms_order_tenant_buyer" in plan and "buyer_key=?" in plan, plan
