@@ -134,6 +134,8 @@ def seed_demo_stock(session: Session, hooks: Any) -> None:
 
 #: Seconds between two steps of the demo's order stream.
 DEMO_STEP_SECONDS = 8.0
+#: The latest API calls each demo sandbox keeps for inspection (see ``Sandbox.history``)
+DEMO_SANDBOX_HISTORY = 1000
 log = logging.getLogger(__name__)
 
 
@@ -165,7 +167,9 @@ class DemoPlatforms:
                 cls = getattr(importlib.import_module(module), name)
                 if not (isinstance(cls, type) and issubclass(cls, Sandbox)):
                     raise TypeError(f"{manifest.sandbox} is not a Sandbox")
-                box = self._stack.enter_context(running(cls(seed=2026)))
+                box = cls(seed=2026)
+                box.history = DEMO_SANDBOX_HISTORY  # the demo runs for days
+                self._stack.enter_context(running(box))
                 account_id = self._account(tenant_id, manifest.name, box)
             except Exception as exc:  # one broken sandbox must not stop the demo
                 log.warning("demo: the %s sandbox did not start: %s", manifest.name, exc)

@@ -84,6 +84,11 @@ class Sandbox(abc.ABC):
     #: HTTP requests being answered now, and the most there were at once (:func:`running`).
     in_flight: int = 0
     max_in_flight: int = 0
+    #: :attr:`calls` keeps at least this many of the latest calls and at most twice as many
+    #: (None: every one). A sandbox serving a long run (the demo, a benchmark of 100,000
+    #: orders) keeps a bounded history, so that its records neither fill the memory nor
+    #: lengthen the garbage collector's full passes of the process it runs in.
+    history: int | None = None
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
@@ -118,6 +123,13 @@ class Sandbox(abc.ABC):
         (new orders, payments, refunds), its pushes delivered to ``hook_url`` (the ERP's
         ``/hooks/{connector}/{account}``). Returns the messages delivered. Default: none."""
         return 0
+
+    def record(self, call: RecordedCall) -> None:
+        """Add ``call`` to :attr:`calls`, dropping the oldest beyond :attr:`history`."""
+        self.calls.append(call)
+        keep = self.history
+        if keep is not None and len(self.calls) >= 2 * keep + 1:  # trimmed now and then
+            del self.calls[: len(self.calls) - keep]
 
     def errors(self) -> list[str]:
         """Error codes the sandbox answered, in order."""

@@ -355,11 +355,11 @@ class AlipaySandbox(PaymentSandbox):
         with self._lock:
             entry = self._bills.get(token)
             if entry is None or time.monotonic() > entry[0]:
-                self.calls.append(
+                self.record(
                     RecordedCall(api="bill.download", params={"token": token}, error="expired")
                 )
                 return Response("bill_download_url expired or unknown", status_code=404)
-            self.calls.append(RecordedCall(api="bill.download", params={"token": token}))
+            self.record(RecordedCall(api="bill.download", params={"token": token}))
             return Response(entry[1], media_type="application/oct-stream")
 
     def handle(
@@ -384,15 +384,13 @@ class AlipaySandbox(PaymentSandbox):
                 biz = self._biz(params)
                 if api in _BROWSER_APIS:
                     trade = self._create(api, biz, params)
-                    self.calls.append(RecordedCall(api=api, params=params))
+                    self.record(RecordedCall(api=api, params=params))
                     return 200, self._cashier(trade).encode("utf-8"), "text/html;charset=utf-8"
                 answer = self._dispatch(api, biz)
-                self.calls.append(RecordedCall(api=api, params=params))
+                self.record(RecordedCall(api=api, params=params))
                 return 200, self._respond(api, {"code": "10000", "msg": "Success", **answer}), _JSON
             except SandboxError as err:
-                self.calls.append(
-                    RecordedCall(api=api, params=params, error=err.sub_code or err.code)
-                )
+                self.record(RecordedCall(api=api, params=params, error=err.sub_code or err.code))
                 if api in _BROWSER_APIS:
                     page = (
                         "<html><body><h1>支付宝</h1>"

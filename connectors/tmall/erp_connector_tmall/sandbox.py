@@ -473,7 +473,7 @@ class TmallSandbox(SalesSandbox):
                         self._outages.pop(0)
                     if outage.http_status is not None:
                         code = str(outage.http_status)
-                        self.calls.append(RecordedCall(api=method, params=dict(params), error=code))
+                        self.record(RecordedCall(api=method, params=dict(params), error=code))
                         return outage.http_status, {}
                     raise _TopError(
                         15,
@@ -484,9 +484,7 @@ class TmallSandbox(SalesSandbox):
                 handler = self._check(params)
                 answer = handler(params)
             except _TopError as err:
-                self.calls.append(
-                    RecordedCall(api=method, params=dict(params), error=str(err.code))
-                )
+                self.record(RecordedCall(api=method, params=dict(params), error=str(err.code)))
                 error: dict[str, Any] = {"code": err.code, "msg": err.msg}
                 if err.sub_code:
                     error["sub_code"] = err.sub_code
@@ -494,7 +492,7 @@ class TmallSandbox(SalesSandbox):
                     error["sub_msg"] = err.sub_msg
                 error["request_id"] = request_id
                 return 200, {"error_response": error}
-            self.calls.append(RecordedCall(api=method, params=dict(params)))
+            self.record(RecordedCall(api=method, params=dict(params)))
             return 200, {response_key(method): {**answer, "request_id": request_id}}
 
     def _check(self, params: Mapping[str, str]) -> Callable[[Mapping[str, str]], dict[str, Any]]:
@@ -856,7 +854,9 @@ class TmallSandbox(SalesSandbox):
         self._shipments.append(
             {
                 "order_id": tid,
-                "line_ids": [str(ln.oid) for ln in lines] if split else [],
+                # a tuple: once the collector has seen it, a record of plain strings and
+                # tuples is no longer walked by its full passes
+                "line_ids": tuple(str(ln.oid) for ln in lines) if split else (),
                 "tracking_no": out_sid,
                 "courier_code": company,
             }

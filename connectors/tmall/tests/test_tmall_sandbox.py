@@ -141,3 +141,18 @@ def test_no_secret_in_logs_or_errors(
         assert secret and secret not in text
         assert all(secret not in e for e in errors)
     assert repr(tokens).count(tokens.access_token) == 0
+
+
+def test_a_bounded_history_keeps_the_latest_calls() -> None:
+    """The demo and the benchmark run a sandbox for a long time: with ``history`` set it keeps
+    the latest calls only, and by default every one."""
+    box, every = TmallSandbox(seed=1), TmallSandbox(seed=1)
+    box.history = 3
+    for i in range(20):
+        for b in (box, every):
+            status, body = b.handle({"method": "taobao.trade.get", "n": str(i)})
+            assert "error_response" in body  # unsigned: refused, and recorded as such
+    assert 3 <= len(box.calls) <= 6
+    assert [c.params["n"] for c in box.calls[-3:]] == ["17", "18", "19"]
+    assert [c.params["n"] for c in every.calls] == [str(i) for i in range(20)]
+    assert len(box.errors()) == len(box.calls)
