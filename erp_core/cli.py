@@ -195,7 +195,7 @@ def serve(c: Ctx, host: str | None, port: int | None, demo: bool, no_worker: boo
     import uvicorn
 
     from erp_core.app import create_app
-    from erp_core.tasks.process import embedded_worker, exit_on_sigterm
+    from erp_core.tasks.process import embedded_worker, exit_on_sigterm, settle_heap
 
     if demo:
         from erp_core.db.migrate import upgrade
@@ -218,9 +218,11 @@ def serve(c: Ctx, host: str | None, port: int | None, demo: bool, no_worker: boo
             stack.callback(platforms.close)
             for line in platforms.start(f"http://{'127.0.0.1' if h == '0.0.0.0' else h}:{p}"):
                 click.echo(line)
+        app = create_app(c.settings, registry=c.registry, db=c.db)
+        settle_heap()
         click.echo(f"serving on http://{h}:{p}")
         uvicorn.run(
-            create_app(c.settings, registry=c.registry, db=c.db),
+            app,
             host=h,
             port=p,
             log_level=c.settings.log_level.lower(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -20,6 +21,20 @@ log = logging.getLogger(__name__)
 
 #: Seconds ``erp serve`` gives its embedded worker to finish running tasks when it stops.
 EMBEDDED_STOP_TIMEOUT = 20.0
+
+
+def settle_heap() -> int:
+    """Take what the process has loaded so far out of the garbage collector's full passes;
+    returns how many objects that is.
+
+    A process that has imported the kernel, its plugins, Celery and the web framework holds
+    about 100,000 objects that live as long as it does. The collector's full passes, which a
+    busy worker makes every few hundred orders, would walk them all each time (about 35 ms
+    on a 2-core machine). Called once the process has started up; a forked child inherits
+    what its parent settled, and the copy-on-write pages of that heap stay shared."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def run_worker(
@@ -61,6 +76,7 @@ def run_worker(
     ]
     if beat:
         argv.append("--beat")
+    settle_heap()
     app.worker_main(argv)
 
 
