@@ -144,4 +144,8 @@ def create_app(
 
 def app_factory() -> Any:
     """Entry for ``uvicorn --factory erp_core.app:app_factory``."""
-    return create_app()
+    from erp_core.tasks.process import settle_heap
+
+    app = create_app()
+    settle_heap()  # as ``erp serve`` does
+    return app
