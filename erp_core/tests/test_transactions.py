@@ -79,3 +79,29 @@ def test_sqlite_connections_are_kept_and_keep_their_settings(tmp_path):
             conn.close()
     finally:
         db.dispose()
+
+
+def test_psycopg_keeps_long_statements_parsed(erp_db):
+    """A bulk flush's multi-row INSERT is longer than psycopg's own cache takes; the engine
+    gives psycopg a bounded cache for such statements (``cache_long_statements``). Run on
+    SQLite too: it fails there as well if psycopg's internals no longer allow it."""
+    from psycopg import _queries
+
+    from erp_core.db.session import cache_long_statements
+
+    assert cache_long_statements() is True
+    assert cache_long_statements() is True  # idempotent: wrapped once
+    convert: Any = _queries._query2pg_nocache
+    assert not hasattr(convert.__wrapped__, "cache_info")
+    if not erp_db.is_postgres:
+        return
+    n = _queries.MAX_CACHED_STATEMENT_PARAMS + 10  # beyond psycopg's own cache
+    sql = "SELECT " + " + ".join(f"%(p{i})s::int" for i in range(n))
+    params = {f"p{i}": i for i in range(n)}
+    with erp_db.engine.connect() as conn:
+        before = convert.cache_info()
+        assert [conn.exec_driver_sql(sql, params).scalar() for _ in range(3)] == [
+            n * (n - 1) // 2
+        ] * 3
+        after = convert.cache_info()
+    assert after.misses - before.misses <= 1 and after.hits - before.hits >= 2
