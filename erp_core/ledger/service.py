@@ -12,7 +12,8 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -795,6 +796,7 @@ def post_entry(
     unchanged, or :class:`LedgerError` raised if the draft's content differs. Flushes, never
     commits.
     """
+    _post_queued(session)
     return _post(session, draft, hooks=_hooks(session, hooks), actor=actor)
 
 
@@ -988,6 +990,37 @@ def _held_entry(session: Session, entry_id: int, values: dict[str, Any]) -> Jour
     return entry
 
 
+#: ``session.info`` key of the open :func:`posting_batch`: its queued (draft, actor) pairs
+_BATCH_KEY = "erp_ledger_posting_batch"
+
+
+@contextmanager
+def posting_batch(session: Session) -> Iterator[None]:
+    """Within the block, :func:`post_entries` calls on ``session`` that want nothing back
+    (``returning=False``, no hooks of their own) queue their drafts, and the block's end
+    posts them all with one :func:`post_entries`: one look-up of the keys already posted, one
+    insert of entries and one of postings, instead of one of each per call. For work that
+    posts several kinds of entries at once, such as a shipment's revenue and, through the
+    stock valuation hook, its cost of goods sold.
+
+    The entries are posted in the order of the calls, each with its call's actor. A refused
+    draft raises :class:`LedgerError` when the block ends and nothing of the batch is
+    posted; a call that wants its entries back first posts what is queued. Nothing is posted
+    when the block raises (its transaction is being abandoned). Nested blocks join the
+    outermost one."""
+    if session.info.get(_BATCH_KEY) is not None:
+        yield
+        return
+    queued: list[tuple[EntryDraft, str]] = []
+    session.info[_BATCH_KEY] = queued
+    try:
+        yield
+    finally:
+        session.info.pop(_BATCH_KEY, None)
+    if queued:  # the block ended without raising
+        _post_entries(session, queued, hooks=None, returning=False)
+
+
 def post_entries(
     session: Session,
     drafts: Iterable[EntryDraft],
@@ -1012,6 +1045,33 @@ def post_entries(
     for n, d in enumerate(todo, 1):
         if not isinstance(d, EntryDraft):
             raise LedgerError(f"entry {n}: post_entries takes EntryDrafts")
+    queued: list[tuple[EntryDraft, str]] | None = session.info.get(_BATCH_KEY)
+    if queued is not None:
+        if not returning and hooks is None:
+            queued.extend((d, actor) for d in todo)
+            return []
+        _post_queued(session)
+    return _post_entries(session, [(d, actor) for d in todo], hooks=hooks, returning=returning)
+
+
+def _post_queued(session: Session) -> None:
+    """Post what the open :func:`posting_batch` queued, before an entry posted at once."""
+    queued: list[tuple[EntryDraft, str]] | None = session.info.get(_BATCH_KEY)
+    if queued:
+        earlier = list(queued)
+        queued.clear()
+        _post_entries(session, earlier, hooks=None, returning=False)
+
+
+def _post_entries(
+    session: Session,
+    items: Sequence[tuple[EntryDraft, str]],
+    *,
+    hooks: Any,
+    returning: bool,
+) -> list[JournalEntry]:
+    """:func:`post_entries` of checked drafts, each with its actor."""
+    todo = [d for d, _ in items]
     hooks = _hooks(session, hooks)
     cache = _tx_cache(session)
     tenant = cache.get("tenant") or tenant_of(session)
@@ -1069,7 +1129,9 @@ def post_entries(
             raise LedgerError(" | ".join(problems))
     if fresh:
         new = list(fresh.values())
-        values = [_entry_values(tenant.id, d, digest, None, actor) for _, d, _, digest in new]
+        values = [
+            _entry_values(tenant.id, d, digest, None, items[n - 1][1]) for n, d, _, digest in new
+        ]
         try:
             # a savepoint: a concurrent transaction that posted one of the keys first makes
             # the batch fall back to one entry at a time, which answers with its entry
@@ -1083,7 +1145,7 @@ def post_entries(
                 ]
                 session.execute(_INSERT_POSTINGS, rows)
         except IntegrityError:
-            done = [_post(session, d, hooks=None, actor=actor) for d in todo]
+            done = [_post(session, d, hooks=None, actor=a) for d, a in items]
             return done if returning else []
     if not returning:
         return []
@@ -1147,6 +1209,7 @@ def reverse_entry(
         source_type=entry.source_type,
         source_id=entry.source_id,
     )
+    _post_queued(session)
     return _post(session, draft, hooks=_hooks(session, hooks), actor=actor, reverses=entry)
 
 

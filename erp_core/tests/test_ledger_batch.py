@@ -278,3 +278,72 @@ def test_a_key_posted_concurrently_makes_the_batch_answer_with_that_entry(erp_db
         ids = [e.id for e in got]
     assert ids[1] == theirs[0] and len(set(ids)) == 3
     assert count(erp_db, tid) == (3, 6)
+
+
+def _posted(erp_db: Any, tid: int) -> list[tuple[str, str]]:
+    """(key, actor) of the tenant's entries, in the order they were posted."""
+    with erp_db.tenant_session(tid) as s:
+        return [
+            (e.idempotency_key, e.posted_by)
+            for e in s.scalars(select(JournalEntry).order_by(JournalEntry.id))
+        ]
+
+
+def test_a_posting_batch_posts_its_calls_together_in_their_order(erp_db, make_tenant):
+    """Calls that want nothing back are queued and posted at the block's end with one insert
+    of entries for all of them, in call order, each with its call's actor."""
+    tid = make_tenant("acme").id
+    inserts: list[str] = []
+
+    def counted(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO LEDGER_ENTRY"):
+            inserts.append(statement)
+
+    with erp_db.tenant_session(tid) as s:
+        service.post_entries(s, [sale("warm")])
+        event.listen(erp_db.engine, "before_cursor_execute", counted)
+        try:
+            with service.posting_batch(s):
+                service.post_entries(s, [sale("r1"), sale("r2")], actor="oms", returning=False)
+                with service.posting_batch(s):  # nested: joins the outer block
+                    service.post_entries(s, [sale("c1")], actor="inventory", returning=False)
+                assert inserts == []  # nothing posted yet
+            assert len(inserts) == 1
+        finally:
+            event.remove(erp_db.engine, "before_cursor_execute", counted)
+    assert _posted(erp_db, tid) == [
+        ("warm", ""),
+        ("r1", "oms"),
+        ("r2", "oms"),
+        ("c1", "inventory"),
+    ]
+
+
+def test_an_entry_wanted_at_once_comes_after_what_the_batch_queued(erp_db, make_tenant):
+    tid = make_tenant("acme").id
+    with erp_db.tenant_session(tid) as s, service.posting_batch(s):
+        service.post_entries(s, [sale("q1")], returning=False)
+        (got,) = service.post_entries(s, [sale("now")])  # returning: posted at once
+        assert got.idempotency_key == "now"
+        service.post_entries(s, [sale("q2")], returning=False)
+        assert service.post_entry(s, sale("single")).idempotency_key == "single"
+    assert [k for k, _ in _posted(erp_db, tid)] == ["q1", "now", "q2", "single"]
+
+
+def test_a_refused_draft_in_a_posting_batch_stores_nothing_of_it(erp_db, make_tenant):
+    tid = make_tenant("acme").id
+    refused = pytest.raises(LedgerError, match=r"entry 2 \('bad'\)")
+    with refused, erp_db.tenant_session(tid) as s, service.posting_batch(s):
+        service.post_entries(s, [sale("ok")], returning=False)
+        service.post_entries(s, [sale("bad", amount="0.001")], returning=False)
+    assert count(erp_db, tid) == (0, 0)
+
+
+def test_a_posting_batch_whose_block_raises_posts_nothing(erp_db, make_tenant):
+    tid = make_tenant("acme").id
+    with erp_db.tenant_session(tid) as s:
+        with pytest.raises(RuntimeError), service.posting_batch(s):
+            service.post_entries(s, [sale("k1")], returning=False)
+            raise RuntimeError("the caller's work failed")
+        service.post_entries(s, [sale("k2")], returning=False)  # no batch open: at once
+    assert [k for k, _ in _posted(erp_db, tid)] == ["k2"]

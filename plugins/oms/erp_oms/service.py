@@ -1264,6 +1264,8 @@ def ship_many(
     channel stock-push mark). Stock goes last so that a concurrent transaction waits for this
     one's locks on shared SKUs for as short a time as can be. An error leaves the work half
     done in the transaction: the caller rolls it back."""
+    from erp_core.ledger.service import posting_batch
+
     hooks = hooks_of(session, hooks)
     todo: list[tuple[Parcel, str, str | None]] = []
     seen: set[int] = set()
@@ -1305,10 +1307,13 @@ def ship_many(
     session.flush()
     waiting = set(session.scalars(_WAITING_PARCELS, {"ids": order_ids}))
     done = [orders[i] for i in order_ids if i not in waiting]
-    shipped = _orders_shipped(session, done, orders, now, actor) if done else []
-    # The stock last: the rows of shared SKUs (quants, moving averages, push marks) stay
-    # locked until the commit, so what only touches these orders' own rows comes first.
-    _complete_moves(session, todo, orders, hooks)
+    # the revenue entries and the cost of goods sold (posted by the ledger's stock valuation
+    # hook) go to the ledger together, revenue first
+    with posting_batch(session):
+        shipped = _orders_shipped(session, done, orders, now, actor) if done else []
+        # The stock last: the rows of shared SKUs (quants, moving averages, push marks) stay
+        # locked until the commit, so what only touches these orders' own rows comes first.
+        _complete_moves(session, todo, orders, hooks)
     caller = getattr(hooks, "oms_order_shipped", None)
     if caller is not None:
         for o in shipped:
