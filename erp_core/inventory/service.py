@@ -47,7 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from erp_core.db.base import utcnow
+from erp_core.db.base import beside_key, utcnow
 from erp_core.db.cache import cached, keep_rows, kept_row, kept_rows
 from erp_core.db.session import SYSTEM_KEY, fetch_one_raw, session_tenant
 from erp_core.db.types import Quantity
@@ -170,7 +170,7 @@ _TAKE = (
     update(Q)
     .where(
         Q.c.id == bindparam("qid"),
-        Q.c.tenant_id == bindparam("tid"),
+        beside_key(Q.c.tenant_id) == bindparam("tid"),
         q_available >= bindparam("take", type_=Quantity),
     )
     .values(reserved=Q.c.reserved + bindparam("take", type_=Quantity))
@@ -179,13 +179,13 @@ _GIVE_BACK = (
     update(Q)
     .where(
         Q.c.id == bindparam("qid"),
-        Q.c.tenant_id == bindparam("tid"),
+        beside_key(Q.c.tenant_id) == bindparam("tid"),
         Q.c.reserved >= bindparam("take", type_=Quantity),
     )
     .values(reserved=Q.c.reserved - bindparam("take", type_=Quantity))
 )
 _AVAILABLE = select(q_available).where(
-    Q.c.id == bindparam("qid"), Q.c.tenant_id == bindparam("tid")
+    Q.c.id == bindparam("qid"), beside_key(Q.c.tenant_id) == bindparam("tid")
 )
 _INSERT_MOVE = M.insert().returning(M.c.id)
 #: on hand and reserved per SKU and warehouse, for the stock hook
@@ -1896,7 +1896,9 @@ def _move_ids(moves: MoveRef | Iterable[MoveRef]) -> list[int]:
 
 _MOVES = (
     select(M)
-    .where(M.c.tenant_id == bindparam("t"), M.c.id.in_(bindparam("ids", expanding=True)))
+    .where(
+        beside_key(M.c.tenant_id) == bindparam("t"), M.c.id.in_(bindparam("ids", expanding=True))
+    )
     .order_by(M.c.id)
 )
 #: the same, locked until the transaction ends (PostgreSQL)
@@ -1949,7 +1951,10 @@ def _set_moves_statement(columns: tuple[str, ...]) -> Any:
     """``UPDATE`` of ``columns`` of the tenant's moves ``:ids``, built once per set of columns."""
     return (
         update(M)
-        .where(M.c.tenant_id == bindparam("t"), M.c.id.in_(bindparam("ids", expanding=True)))
+        .where(
+            beside_key(M.c.tenant_id) == bindparam("t"),
+            M.c.id.in_(bindparam("ids", expanding=True)),
+        )
         .values({c: bindparam(f"v_{c}", type_=M.c[c].type) for c in columns})
     )
 
@@ -2245,7 +2250,7 @@ _TAKE_DONE = (
 )
 _VALUE_MOVE = (
     update(M)
-    .where(M.c.tenant_id == bindparam("t"), M.c.id == bindparam("m"))
+    .where(beside_key(M.c.tenant_id) == bindparam("t"), M.c.id == bindparam("m"))
     .values(
         unit_cost=bindparam("c", type_=M.c.unit_cost.type),
         value=bindparam("v", type_=M.c.value.type),

@@ -1,0 +1,61 @@
+"""PostgreSQL's generic plans of the inventory's hot statements by primary key.
+
+psycopg prepares a statement once it has run five times, and PostgreSQL may then plan it once
+for any parameters. On a table never analyzed (every table of a new database, for about its
+first minute) such a plan could take an index that starts with ``tenant_id`` for
+``tenant_id = $1 AND id = $2`` and walk the tenant's rows for each row: shipping a page of
+orders on a new database took 2.4 ms per order in that one statement instead of 0.15."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from erp_core.inventory import service as inv
+
+
+def _generic_plan(conn: Any, stmt: Any, params: dict[str, Any]) -> str:
+    """The plan PostgreSQL makes of ``stmt`` for any parameters."""
+    state = stmt.compile(dialect=conn.dialect).construct_expanded_state(params)
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+
+    sql = re.sub(r"%\((\w+)\)s", number, state.statement)
+    conn.exec_driver_sql("DEALLOCATE ALL")
+    conn.exec_driver_sql(f"PREPARE erp_plan AS {sql}")
+    args = ", ".join(repr(state.parameters[n]) for n in names)
+    rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE erp_plan({args})").all()
+    return "\n".join(r[0] for r in rows)
+
+
+def test_statements_by_primary_key_use_it_on_a_table_never_analyzed(erp_db):
+    if not erp_db.is_postgres:
+        pytest.skip("PostgreSQL's plan cache")
+    with erp_db.engine.connect() as conn:
+        for table in ("inv_move", "inv_quant"):  # empty, never analyzed, same indexes
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {table} (LIKE public.{table} INCLUDING ALL)")
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        cases: list[tuple[Any, dict[str, Any]]] = [
+            (inv._VALUE_MOVE, {"t": 1, "m": 7, "c": 1, "v": 1}),
+            (inv._MOVES, {"t": 1, "ids": [7, 8, 9]}),
+            (inv._set_moves_statement(("state",)), {"t": 1, "ids": [7], "v_state": "done"}),
+            (inv._TAKE, {"qid": 3, "tid": 1, "take": 1}),
+            (inv._GIVE_BACK, {"qid": 3, "tid": 1, "take": 1}),
+            (inv._AVAILABLE, {"qid": 3, "tid": 1}),
+        ]
+        plans = [
+            (str(stmt).split("WHERE")[0][:50], _generic_plan(conn, stmt, p)) for stmt, p in cases
+        ]
+        conn.rollback()
+    for what, plan in plans:
+        # no index that starts with tenant_id: the tenant is a filter beside the key
+        assert "Index Cond: ((tenant_id" not in plan and "Index Cond: (tenant_id" not in plan, (
+            what,
+            plan,
+        )
