@@ -203,6 +203,7 @@ def test_bulk_action_and_inline_edit(live_server, page, make_tenant, client):
     expect(select).to_be_focused()
     select.select_option("viewer")
     select.focus()  # on a loaded machine the option pick can land after focus moved on
+    expect(select).to_be_focused()  # and htmx's settling is over before the key goes
     page.keyboard.press("Tab")  # to the save button
     expect(p2.get_by_role("button", name="保存")).to_be_focused()
     page.keyboard.press("Enter")
