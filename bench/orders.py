@@ -313,9 +313,14 @@ def main() -> int:
     logging.getLogger("erp_core.channels.http").setLevel(logging.ERROR)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    # erp_oms.service and erp_core.channels.sync: what run() imports, loaded before the clock
+    # starts, as a worker has them once started (the sync module brings in Celery: a fifth of
+    # a second on the first page otherwise)
+    import erp_oms.service  # noqa: F401
     from erp_connector_tmall.channel import TmallChannel
     from erp_connector_tmall.sandbox import TmallSandbox
 
+    import erp_core.channels.sync  # noqa: F401
     from erp_core.channels import service as chsvc
     from erp_core.channels.models import ChannelAccount
     from erp_core.tasks.process import settle_heap
