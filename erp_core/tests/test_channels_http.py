@@ -247,6 +247,19 @@ def test_signed_call_is_accepted_by_the_server(server):
     assert len(signs) == 2
 
 
+def test_cookies_a_platform_sets_are_never_sent_back():
+    seen: list[str | None] = []
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, json={"ok": True}, headers={"set-cookie": "session=abc; Path=/"})
+
+    with ChannelHTTPClient("https://gw.example.com", transport=httpx.MockTransport(platform)) as c:
+        for _ in range(3):
+            assert c.post("/router/rest", data={"method": "x.y"}).data == {"ok": True}
+    assert seen == [None, None, None]
+
+
 def test_every_attempt_is_signed_afresh(server):
     signs: list[str] = []
     clock = FakeClock()
