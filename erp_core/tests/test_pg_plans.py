@@ -59,3 +59,31 @@ def test_statements_by_primary_key_use_it_on_a_table_never_analyzed(erp_db):
             what,
             plan,
         )
+
+
+def test_the_reserve_function_takes_its_quant_by_primary_key(erp_db):
+    """The same for the PL/pgSQL reservation (migration c0000006), whose statements PostgreSQL
+    plans as prepared ones: its update of the quant it chose, as installed, planned for any
+    parameters, goes by the primary key (the key is unique, so the tenant condition beside it
+    does not tempt the planner into another index)."""
+    if not erp_db.is_postgres:
+        pytest.skip("PostgreSQL's plan cache")
+    with erp_db.engine.connect() as conn:
+        source = conn.exec_driver_sql(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'erp_inv_reserve_one'"
+        ).scalar_one()
+        found = re.search(r"UPDATE inv_quant q SET .*?;", source, re.S)
+        assert found, source
+        sql = found.group(0).rstrip(";")
+        for n, var in enumerate(("v_quant", "p_tid", "p_take"), 1):
+            sql = re.sub(rf"\b{var}\b", f"${n}::bigint", sql)
+        assert not re.search(r"\b[vp]_\w+", sql), sql  # every variable given
+        conn.exec_driver_sql("CREATE TEMP TABLE inv_quant (LIKE public.inv_quant INCLUDING ALL)")
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql(f"PREPARE erp_reserve_take AS {sql}")
+        plan = "\n".join(
+            r[0] for r in conn.exec_driver_sql("EXPLAIN EXECUTE erp_reserve_take(3, 1, 1)").all()
+        )
+        conn.rollback()
+    assert "inv_quant_pkey" in plan and "Index Cond: (id = " in plan, plan
+    assert "Index Cond: ((tenant_id" not in plan and "Index Cond: (tenant_id" not in plan, plan
