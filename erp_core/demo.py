@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -132,10 +132,16 @@ def seed_demo_stock(session: Session, hooks: Any) -> None:
 
 # --- the platforms of the demo ----------------------------------------------------------------
 
-#: Seconds between two steps of the demo's order stream.
+#: Seconds between two steps of the demo's order stream, and before the first.
 DEMO_STEP_SECONDS = 8.0
+DEMO_FIRST_STEP_AFTER = 3.0
 #: The latest API calls each demo sandbox keeps for inspection (see ``Sandbox.history``)
 DEMO_SANDBOX_HISTORY = 1000
+#: A demo sandbox forgets orders unchanged for this long (``Sandbox.forget``), checked every
+#: ``DEMO_FORGET_SECONDS``: at a step every 8 seconds a sandbox would otherwise keep some
+#: 22,000 more orders a day for as long as the demo runs.
+DEMO_SANDBOX_RETENTION = timedelta(days=2)
+DEMO_FORGET_SECONDS = 3600.0
 log = logging.getLogger(__name__)
 
 
@@ -263,10 +269,14 @@ class DemoPlatforms:
                 )
 
     def _drive(self, box: Any, hook: str) -> None:
-        time.sleep(3.0)  # let the web server come up
+        self._stop.wait(DEMO_FIRST_STEP_AFTER)  # let the web server come up
+        forget_at = time.monotonic() + DEMO_FORGET_SECONDS
         while not self._stop.is_set():
             try:
                 box.demo_step(hook)
+                if time.monotonic() >= forget_at:
+                    forget_at = time.monotonic() + DEMO_FORGET_SECONDS
+                    box.forget(datetime.now(UTC) - DEMO_SANDBOX_RETENTION)
             except Exception as exc:  # keep the demo going; say what broke
                 log.warning("demo: a step of %s failed: %s", type(box).__name__, exc)
             self._stop.wait(DEMO_STEP_SECONDS)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,3 +86,43 @@ def test_demo_orders_flow_by_themselves(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         log.close()
+
+
+def test_the_demo_driver_has_its_sandboxes_forget_old_orders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A demo runs for days: every ``DEMO_FORGET_SECONDS`` the driver has each sandbox forget
+    the orders unchanged for ``DEMO_SANDBOX_RETENTION`` (``Sandbox.forget``), and a failing
+    step does not stop it."""
+    from datetime import UTC, datetime
+
+    from erp_core import demo
+
+    monkeypatch.setattr(demo, "DEMO_FIRST_STEP_AFTER", 0.0)
+    monkeypatch.setattr(demo, "DEMO_STEP_SECONDS", 0.0)
+    monkeypatch.setattr(demo, "DEMO_FORGET_SECONDS", 0.0)
+    nothing: Any = None  # the driver uses no database
+    platforms = demo.DemoPlatforms(nothing, nothing, nothing)
+
+    class Box:
+        steps = 0
+        cutoffs: list[datetime] = []
+
+        def demo_step(self, hook: str) -> int:
+            self.steps += 1
+            if self.steps == 2:
+                raise RuntimeError("the platform had a bad moment")
+            if self.steps == 4:
+                platforms._stop.set()
+            return 0
+
+        def forget(self, before: datetime) -> int:
+            self.cutoffs.append(before)
+            return 0
+
+    box = Box()
+    platforms._drive(box, "http://127.0.0.1:9/hooks/tmall/1")
+    assert box.steps == 4
+    assert len(box.cutoffs) == 3  # not after the failed step
+    ago = datetime.now(UTC) - box.cutoffs[-1]
+    assert abs(ago - demo.DEMO_SANDBOX_RETENTION).total_seconds() < 60

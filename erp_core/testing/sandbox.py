@@ -124,6 +124,15 @@ class Sandbox(abc.ABC):
         ``/hooks/{connector}/{account}``). Returns the messages delivered. Default: none."""
         return 0
 
+    def forget(self, before: datetime) -> int:
+        """Drop the business last changed before ``before`` (orders, refunds, shipments, the
+        pushes about them) and the push deliveries beyond :attr:`history`, as a platform
+        archives what is long settled; answers about a forgotten order are then "not found".
+        Returns the orders dropped. The demo, which runs for days, calls it now and then so
+        that the sandbox's memory stays bounded; tests never need to. Default: nothing kept,
+        nothing to drop."""
+        return 0
+
     def record(self, call: RecordedCall) -> None:
         """Add ``call`` to :attr:`calls`, dropping the oldest beyond :attr:`history`."""
         self.calls.append(call)

@@ -421,7 +421,7 @@ class TmallSandbox(SalesSandbox):
         self._issued = 0
         self._throttle = 0
         self._outages: list[_Outage] = []
-        self._pushed: set[str] = set()
+        self._pushed: dict[str, datetime] = {}  # digest of a message we signed -> when
         self._counter = 0  # request ids
         self._trade_count = 0
         self._refund_count = 0
@@ -1360,7 +1360,7 @@ class TmallSandbox(SalesSandbox):
                 "content": json.dumps(content, ensure_ascii=False, separators=(",", ":")),
             }
             body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            self._pushed.add(hashlib.sha256(body).hexdigest())
+            self._pushed[hashlib.sha256(body).hexdigest()] = self._now()
             return PushRequest(
                 body=body,
                 headers=self._push_headers(body, signed_at or self._now()),
@@ -1443,6 +1443,27 @@ class TmallSandbox(SalesSandbox):
             if attempt < attempts:
                 sleep(interval)
         return False
+
+    def forget(self, before: datetime) -> int:
+        with self._lock:
+            gone = {tid for tid, t in self._trades.items() if t.modified < before}
+            if gone:
+                self._trades = {k: t for k, t in self._trades.items() if k not in gone}
+                self._refunds = {
+                    k: r for k, r in self._refunds.items() if str(r.trade.tid) not in gone
+                }
+                self._shipments = [s for s in self._shipments if s["order_id"] not in gone]
+                self._demo_paid = [t for t in self._demo_paid if t not in gone]
+                if self._demo_last in gone:
+                    self._demo_last = None
+            # a message of a forgotten order is not delivered again (insertion order is time)
+            stale = [d for d, at in self._pushed.items() if at < before]
+            for digest in stale:
+                del self._pushed[digest]
+            keep = self.history
+            if keep is not None and len(self.deliveries) > keep:
+                del self.deliveries[: len(self.deliveries) - keep]
+            return len(gone)
 
     def shipments(self) -> list[dict[str, Any]]:
         with self._lock:

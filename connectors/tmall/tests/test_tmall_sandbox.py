@@ -156,3 +156,36 @@ def test_a_bounded_history_keeps_the_latest_calls() -> None:
     assert [c.params["n"] for c in box.calls[-3:]] == ["17", "18", "19"]
     assert [c.params["n"] for c in every.calls] == [str(i) for i in range(20)]
     assert len(box.errors()) == len(box.calls)
+
+
+def test_forget_drops_what_was_last_changed_before_the_cutoff(
+    sandbox: TmallSandbox, make_channel: Any
+) -> None:
+    """The demo runs for days: now and then its sandboxes forget the orders nobody touched for
+    a while, with their refunds, shipments and push deliveries."""
+    old = sandbox.order_with_status("TRADE_FINISHED", at=T0)
+    refunded = sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=T0)
+    refund = sandbox.request_refund(refunded, at=T0 + timedelta(minutes=5))
+    kept = sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=T0 + 3 * DAY)
+    channel = make_channel()
+    channel.ship(Shipment(order_id=refunded, tracking_no="YT1000000001", courier_code="YTO"))
+    stale = sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=T0 - DAY)
+    sandbox.history = 2
+    for _ in range(2):  # nobody listens there: three failed attempts each
+        sandbox.deliver("http://127.0.0.1:9/hooks", sandbox.push(kept), sleep=lambda s: None)
+    assert len(sandbox.deliveries) == 6
+
+    assert sandbox.forget(T0 + DAY) == 2  # old and stale; refunded was shipped just now
+    assert set(sandbox.expected_orders(T0 - 2 * DAY, T0 + 10 * 365 * DAY)) == {refunded, kept}
+    assert channel.get_order(kept).order_id == kept
+    with pytest.raises(ChannelError):
+        channel.get_order(old)
+    with pytest.raises(ChannelError):
+        channel.get_order(stale)
+    assert [s["order_id"] for s in sandbox.shipments()] == [refunded]
+    assert refund in sandbox.expected_refunds(T0, T0 + DAY)
+    assert len(sandbox.deliveries) == 2
+
+    assert sandbox.forget(datetime.now(UTC) + DAY) == 2
+    assert sandbox.shipments() == [] and sandbox.expected_refunds(T0, T0 + DAY) == {}
+    assert sandbox.forget(datetime.now(UTC) + DAY) == 0
