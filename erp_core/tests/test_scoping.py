@@ -181,6 +181,39 @@ def test_orm_update_and_delete_touch_only_bound_tenant(erp_db, two):
     assert sorted(notes) == sorted(a_ids)
 
 
+def test_one_statement_serves_every_tenant_with_its_own_rows(erp_db, two):
+    """A statement built once (a module's constant) is scoped once for every tenant: the
+    tenant is a parameter of each execution, not part of the scoped statement."""
+    a, b, a_ids, b_ids = two
+    stmt = select(AlphaNote).order_by(AlphaNote.id)
+    by_id = select(AlphaNote.text).where(AlphaNote.id == a_ids[0])
+    for _ in range(2):
+        for tid, ids in ((a, a_ids), (b, b_ids), (a, a_ids)):
+            with erp_db.session(tid) as s:
+                assert [n.id for n in s.scalars(stmt)] == ids
+                assert s.scalar(by_id) == ("a1" if tid == a else None)
+    with erp_db.session() as s, system_access(s):
+        assert [n.id for n in s.scalars(stmt)] == sorted(a_ids + b_ids)
+
+
+def test_orm_bulk_update_by_primary_key_touches_only_bound_tenant(erp_db, two):
+    """SQLAlchemy leaves the loader criteria out of a bulk UPDATE by primary key: the keys are
+    checked against the tenant's rows first, and one that is not among them stops it all."""
+    a, b, a_ids, b_ids = two
+    with erp_db.session(b) as s:
+        with pytest.raises(CrossTenantError, match=rf"names \[{a_ids[0]}\], which is not a row"):
+            s.execute(update(AlphaNote), [{"id": b_ids[0], "text": "x"}, {"id": a_ids[0]}])
+        s.rollback()
+        with pytest.raises(CrossTenantError, match="are not rows of tenant"):
+            s.execute(update(AlphaNote), [{"id": i, "text": "stolen"} for i in a_ids])
+        s.rollback()
+    with erp_db.tenant_session(b) as s:
+        s.execute(update(AlphaNote), [{"id": b_ids[0], "text": "mine"}])
+    notes = _all_notes(erp_db)
+    assert {notes[i] for i in a_ids} == {(a, "a1"), (a, "a2"), (a, "a3")}
+    assert [notes[i] for i in b_ids] == [(b, "mine"), (b, "b2")]
+
+
 def test_orm_update_cannot_move_rows_to_another_tenant(erp_db, two):
     a, b, _, b_ids = two
     with erp_db.session(b) as s:
