@@ -224,6 +224,14 @@ def record_version(session: Session, account_id: int, item: Order | Refund) -> V
 
 #: Rows per statement when versions are recorded in bulk (well under SQLite's bound variables).
 _CHUNK = 500
+#: The recorded versions of a page's objects (built once: SQLAlchemy then reuses its cache key)
+_STORED = select(
+    ChannelObject.id, ChannelObject.platform_id, ChannelObject.modified_at, ChannelObject.digest
+).where(
+    ChannelObject.account_id == bindparam("account"),
+    ChannelObject.kind == bindparam("kind"),
+    ChannelObject.platform_id.in_(bindparam("pids", expanding=True)),
+)
 
 
 def record_versions(
@@ -257,16 +265,7 @@ def record_versions(
             # the kind too: the unique index (tenant, account, kind, platform id) finds each
             # row, where the account's index alone would scan all its objects
             for oid, pid, modified_at, dg in session.execute(
-                select(
-                    ChannelObject.id,
-                    ChannelObject.platform_id,
-                    ChannelObject.modified_at,
-                    ChannelObject.digest,
-                ).where(
-                    ChannelObject.account_id == account_id,
-                    ChannelObject.kind == kind,
-                    ChannelObject.platform_id.in_(pids[n : n + _CHUNK]),
-                )
+                _STORED, {"account": account_id, "kind": kind, "pids": pids[n : n + _CHUNK]}
             ):
                 stored[(kind, pid)] = (oid, modified_at, dg)
     now = utcnow()

@@ -1502,10 +1502,8 @@ def reserve_many(
     keys = [k for _, _, _, k, _, _, _ in parsed if k is not None]
     repeated: set[str] = set()
     for i in range(0, len(keys), 500):
-        q = select(M.c.idempotency_key).where(
-            M.c.tenant_id == op.tid, M.c.idempotency_key.in_(keys[i : i + 500])
-        )
-        repeated.update(k for k in op.conn.execute(q).scalars() if k is not None)
+        found = op.conn.execute(_KEYS_TAKEN, {"tid": op.tid, "keys": keys[i : i + 500]})
+        repeated.update(k for k in found.scalars() if k is not None)
     lock_stock(session, {sku.id for sku, *_ in parsed})
     general = {
         g
@@ -1561,6 +1559,23 @@ def _reserve_one_by_one(
         shortages[group] = exc
 
 
+#: The quants with free stock of some SKUs in some warehouses, oldest first (FIFO)
+_QUANT_POOL = (
+    select(Q.c.id, Q.c.sku_id, Q.c.warehouse_id, Q.c.location_id, q_available)
+    .where(
+        Q.c.tenant_id == bindparam("tid"),
+        Q.c.sku_id.in_(bindparam("skus", expanding=True)),
+        Q.c.warehouse_id.in_(bindparam("whs", expanding=True)),
+        Q.c.quantity > Q.c.reserved,
+    )
+    .order_by(Q.c.in_date, Q.c.id)
+)
+#: Which of some idempotency keys moves of the tenant carry already
+_KEYS_TAKEN = select(M.c.idempotency_key).where(
+    M.c.tenant_id == bindparam("tid"), M.c.idempotency_key.in_(bindparam("keys", expanding=True))
+)
+
+
 def _reserve_groups(
     op: _Op,
     dst: Location,
@@ -1573,18 +1588,13 @@ def _reserve_groups(
     if not groups:
         return
     pairs = {(parsed[i][0].id, parsed[i][2].id) for _, idx in groups for i in idx}
-    stmt = (
-        select(Q.c.id, Q.c.sku_id, Q.c.warehouse_id, Q.c.location_id, q_available)
-        .where(
-            Q.c.tenant_id == op.tid,
-            Q.c.sku_id.in_(sorted({s for s, _ in pairs})),
-            Q.c.warehouse_id.in_(sorted({w for _, w in pairs})),
-            Q.c.quantity > Q.c.reserved,
-        )
-        .order_by(Q.c.in_date, Q.c.id)
-    )
     pools: dict[tuple[int, int], list[list[Any]]] = {pair: [] for pair in pairs}
-    for qid, sku_id, wh_id, loc_id, free in op.conn.execute(stmt):
+    args = {
+        "tid": op.tid,
+        "skus": sorted({s for s, _ in pairs}),
+        "whs": sorted({w for _, w in pairs}),
+    }
+    for qid, sku_id, wh_id, loc_id, free in op.conn.execute(_QUANT_POOL, args):
         pool = pools.get((sku_id, wh_id))
         if pool is not None:
             pool.append([qid, loc_id, Decimal(free)])

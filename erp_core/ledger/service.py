@@ -912,6 +912,9 @@ def _account_problems(
     return problems
 
 
+_PERIOD_LOCK = select(PeriodLock).where(PeriodLock.period == bindparam("period"))
+
+
 def _period_problem(
     session: Session, cache: dict[str, Any], tenant_id: int, period: str
 ) -> str | None:
@@ -919,7 +922,7 @@ def _period_problem(
     if period in cache["open"]:
         return None
     _guard_period(session, tenant_id, period, exclusive=False)
-    lock = session.scalar(select(PeriodLock).where(PeriodLock.period == period))
+    lock = session.scalar(_PERIOD_LOCK, {"period": period})
     if lock is not None:
         return _lock_problem(lock)
     # open until this transaction ends: it holds the period's shared lock (PostgreSQL) or

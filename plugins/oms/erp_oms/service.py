@@ -302,10 +302,8 @@ def ingest_many(
     for n in range(0, len(platform_ids), 500):
         known.update(
             session.scalars(
-                select(Order.platform_order_id).where(
-                    Order.channel_account_id == account_id,
-                    Order.platform_order_id.in_(platform_ids[n : n + 500]),
-                )
+                _KNOWN_ORDERS if account_id is not None else _KNOWN_MANUAL_ORDERS,
+                {"account": account_id, "pids": platform_ids[n : n + 500]},
             )
         )
     out: list[Order | None] = [None] * len(orders)
@@ -648,6 +646,15 @@ class Result:
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _LINES_OF_ORDERS = select(OrderLine).where(OrderLine.order_id.in_(_IDS)).order_by(OrderLine.id)
 _ORDERS = select(Order).where(Order.id.in_(_IDS))
+_KNOWN_ORDERS = select(Order.platform_order_id).where(
+    Order.channel_account_id == bindparam("account"),
+    Order.platform_order_id.in_(bindparam("pids", expanding=True)),
+)
+#: (orders of no account: ``= NULL`` would match none of them)
+_KNOWN_MANUAL_ORDERS = select(Order.platform_order_id).where(
+    Order.channel_account_id.is_(None),
+    Order.platform_order_id.in_(bindparam("pids", expanding=True)),
+)
 _PLANNED_PARCELS = (
     select(Parcel).where(Parcel.order_id.in_(_IDS), Parcel.state == "planned").order_by(Parcel.id)
 )
