@@ -326,6 +326,31 @@ def _with_tenant(params: Any, tid: int) -> Any:
     return {**params, TENANT_PARAM: tid}
 
 
+def _stamp_insert(state: ORMExecuteState, tid: int) -> None:
+    """An ORM INSERT statement (``session.execute(insert(Model), rows)``, which bypasses the
+    flush and its stamping) gets the bound tenant in every row that names none, as a new
+    object does; rows that name another tenant were refused before."""
+    mapper = state.bind_mapper
+    if not state.is_orm_statement or mapper is None or not issubclass(mapper.class_, TenantScoped):
+        return
+    params: Any = state.parameters
+    if isinstance(params, list) and params:
+        state.parameters = [
+            p if not isinstance(p, dict) or "tenant_id" in p else {**p, "tenant_id": tid}
+            for p in params
+        ]
+    elif isinstance(params, dict) and params:
+        if "tenant_id" not in params:
+            state.parameters = {**params, "tenant_id": tid}
+    else:
+        stmt: Any = state.statement
+        values = getattr(stmt, "_values", None)
+        if isinstance(values, dict) and not getattr(stmt, "_multi_values", None):
+            named = {k if isinstance(k, str) else getattr(k, "key", None) for k in values}
+            if "tenant_id" not in named:
+                state.statement = stmt.values(tenant_id=tid)
+
+
 def _check_bulk_update(state: ORMExecuteState, tid: int) -> None:
     """ORM bulk UPDATE by primary key (``session.execute(update(Model), [rows])``): SQLAlchemy
     leaves the loader criteria out of its by-key statements, so every key must first be found
@@ -382,6 +407,7 @@ def _install_scoping(factory: sessionmaker[Session]) -> None:
                     f"statement writes tenant_id {others[0]!r} while acting for tenant {tid}"
                 )
             if state.is_insert:
+                _stamp_insert(state, tid)
                 return
         if not state.is_orm_statement:
             return  # the criteria apply to ORM entities only: a Core statement filters itself

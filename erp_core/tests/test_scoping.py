@@ -240,6 +240,22 @@ def test_orm_insert_statement_for_another_tenant_raises(erp_db, two):
     assert _all_notes(erp_db) == before
 
 
+def test_orm_insert_statements_are_stamped_with_the_bound_tenant(erp_db, two):
+    """``session.execute(insert(Model), ...)`` bypasses the flush: its rows that name no tenant
+    get the bound one all the same."""
+    a, b, a_ids, _ = two
+    with erp_db.tenant_session(b) as s:
+        s.execute(insert(AlphaNote), [{"text": "bulk 1"}, {"text": "bulk 2", "tenant_id": b}])
+        s.execute(insert(AlphaNote), {"text": "one"})
+        s.execute(insert(AlphaNote).values(text="values"))
+    with erp_db.session(b) as s:
+        mine = set(s.scalars(select(AlphaNote.text)))
+    assert {"bulk 1", "bulk 2", "one", "values"} <= mine
+    notes = _all_notes(erp_db)
+    assert {t for tid, t in notes.values() if tid == b} >= {"bulk 1", "bulk 2", "one", "values"}
+    assert [notes[i] for i in a_ids] == [(a, "a1"), (a, "a2"), (a, "a3")]
+
+
 def test_new_rows_are_stamped_with_the_bound_tenant(erp_db, two):
     a, _, _, _ = two
     with erp_db.tenant_session(a) as s:
