@@ -817,7 +817,11 @@ class _Op:
         """Take SQLite's database write lock now (BEGIN IMMEDIATE): the reads that follow see
         what the writes will act on. PostgreSQL locks rows instead (``FOR UPDATE``)."""
         if not self.locked and not self.is_pg:
-            self.conn.execute(text("UPDATE inv_quant SET id = id WHERE 1 = 0"))
+            # once per transaction: the lock is held until it ends, whatever savepoints do
+            txn = self.session.get_transaction()
+            if self.session.info.get(_WRITE_LOCKED) is not txn:
+                self.conn.execute(_TAKE_WRITE_LOCK)
+                self.session.info[_WRITE_LOCKED] = txn
         self.locked = True
 
     @contextmanager
@@ -841,6 +845,11 @@ class _Op:
         loc = _held(self.session, Location, loc_id, self.tid)
         assert loc is not None
         return loc
+
+
+#: ``Session.info`` key: the transaction that took SQLite's write lock (:meth:`_Op.write_lock`)
+_WRITE_LOCKED = "erp_inv_write_locked"
+_TAKE_WRITE_LOCK = text("UPDATE inv_quant SET id = id WHERE 1 = 0")
 
 
 def _finish(op: _Op) -> None:
@@ -2154,6 +2163,7 @@ def complete(
     hooks: Any = None,
     dimensions: Mapping[str, str] | None = None,
     move_dimensions: Mapping[int, Mapping[str, str]] | None = None,
+    read_back: bool = True,
 ) -> list[Move]:
     """Mark moves done: stock leaves the source and arrives at the destination, atomically.
 
@@ -2164,7 +2174,9 @@ def complete(
     caller knows of the sale) on the valuation, so that the cost of goods sold lands on the
     same dimensions as the revenue. Bulk work (a page of parcels of many orders) completes all
     its moves in one call and gives each move's dimensions in ``move_dimensions`` (move id ->
-    dimensions; they replace ``dimensions`` for that move). Returns the done moves.
+    dimensions; they replace ``dimensions`` for that move). Returns the done moves, read
+    again; with ``read_back=False`` nothing is read and the list is empty (bulk work that has
+    no use for them saves a query).
     """
     op = _Op(session, hooks)
     op.dimensions = _dimensions(dimensions)
@@ -2193,7 +2205,7 @@ def complete(
                 done.append(r)
         _apply_done(op, done)
         _finish(op)
-    return _fresh_moves(session, [r.id for r in done])
+    return _fresh_moves(session, [r.id for r in done]) if read_back else []
 
 
 def _dimensions(given: Mapping[str, str] | None) -> dict[str, str]:

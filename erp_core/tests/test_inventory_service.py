@@ -278,6 +278,66 @@ def test_reserve_release_and_complete_are_exact(s, wh, hooks, rec):
         inv.release(s, move.id)
 
 
+def test_complete_without_reading_back_does_the_same_and_one_query_less(s, wh, hooks, rec):
+    from sqlalchemy import event
+
+    inv.receive(s, "TEA", 10, warehouse="WH1", unit_cost=2, hooks=hooks)
+    warm = inv.reserve(s, "TEA", 2, warehouse="WH1", hooks=hooks)
+    first = inv.reserve(s, "TEA", 3, warehouse="WH1", hooks=hooks)
+    second = inv.reserve(s, "TEA", 3, warehouse="WH1", hooks=hooks)
+    inv.complete(s, warm.move_ids, hooks=hooks)  # the first call's reads of master data
+    counts: list[int] = []
+    for res, read_back in ((first, True), (second, False)):
+        seen: list[str] = []
+
+        def count(*args: Any, _seen: list[str] = seen) -> None:
+            _seen.append(args[2])
+
+        conn = s.connection()
+        event.listen(conn, "before_cursor_execute", count)
+        try:
+            got = inv.complete(s, res.move_ids, hooks=hooks, read_back=read_back)
+        finally:
+            event.remove(conn, "before_cursor_execute", count)
+        counts.append(len(seen))
+        if read_back:
+            assert [m.state for m in got] == ["done"]
+        else:
+            assert got == []
+        assert inv.get_move(s, res.move_ids[0]).state == "done"
+    assert level(s, "TEA") == (D(2), D(0), D(2))
+    assert [v.quantity for v in rec.valued] == [D(10), D(2), D(3), D(3)]
+    assert counts[1] == counts[0] - 1, counts
+
+
+def test_sqlite_write_lock_is_taken_once_per_transaction(erp_db, tenant, hooks):
+    from sqlalchemy import event
+
+    if erp_db.is_postgres:
+        pytest.skip("PostgreSQL locks rows, not the database")
+    with erp_db.tenant_session(tenant.id) as s:
+        inv.create_warehouse(s, code="WH1", name="Main")
+        inv.create_sku(s, code="TEA", name="Green tea", unit="box")
+    locks: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "WHERE 1 = 0" in statement:
+            locks.append(statement)
+
+    event.listen(erp_db.engine, "before_cursor_execute", count)
+    try:
+        for _ in range(2):  # two transactions, three stock operations each
+            with erp_db.tenant_session(tenant.id) as s:
+                inv.receive(s, "TEA", 10, warehouse="WH1", unit_cost=2, hooks=hooks)
+                res = inv.reserve(s, "TEA", 3, warehouse="WH1", hooks=hooks)
+                inv.complete(s, res.move_ids, hooks=hooks)
+    finally:
+        event.remove(erp_db.engine, "before_cursor_execute", count)
+    assert len(locks) == 2
+    with erp_db.tenant_session(tenant.id) as s:
+        assert level(s, "TEA") == (D(14), D(0), D(14))
+
+
 def test_a_stock_change_batch_reports_once_at_its_end(s, wh, hooks, rec):
     inv.create_warehouse(s, code="WH2", name="Second")
     inv.receive(s, "TEA", 10, warehouse="WH1", unit_cost=2, hooks=hooks)

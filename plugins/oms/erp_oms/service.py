@@ -779,26 +779,48 @@ def process(
     for o in ready:
         if _route(session, o, lines, plan_input, cfg, strategies, actor, planned):
             res.routed += 1
+    # what was planned here, handed to the reservation, which need not read it back
+    known = _Planned()
     if planned:
         session.flush()  # the page's parcels in one statement: their ids for the lines
-        session.add_all(
-            [
+        for p, parcel_lines in planned:
+            pls = [
                 ParcelLine(parcel_id=p.id, order_line_id=line_id, quantity=qty, move_ids=[])
-                for p, parcel_lines in planned
                 for line_id, qty in parcel_lines
             ]
-        )
+            session.add_all(pls)
+            known.parcels.setdefault(p.order_id, []).append(p)
+            known.lines[p.id] = pls
+        known.skus = {ln.id: ln.sku_id for page in lines.values() for ln in page}
+        session.flush()  # the lines' ids: the reservation's idempotency keys
     with inv.stock_change_batch(session):  # one stock report (and push mark) per run
-        _reserve_and_ship(session, orders, cfg, res, hooks, actor)
+        _reserve_and_ship(session, orders, cfg, res, hooks, actor, known)
     session.flush()
     return res
 
 
+@dataclass
+class _Planned:
+    """Parcels planned in this transaction (order id -> parcels, parcel id -> lines) and the
+    SKUs of the order lines read (order line id -> SKU id): what :func:`reserve_orders` would
+    otherwise read back."""
+
+    parcels: dict[int, list[Parcel]] = field(default_factory=dict)
+    lines: dict[int, list[ParcelLine]] = field(default_factory=dict)
+    skus: dict[int, int | None] = field(default_factory=dict)
+
+
 def _reserve_and_ship(
-    session: Session, orders: list[Order], cfg: Config, res: Result, hooks: Any, actor: str
+    session: Session,
+    orders: list[Order],
+    cfg: Config,
+    res: Result,
+    hooks: Any,
+    actor: str,
+    known: _Planned,
 ) -> None:
     routed = [o for o in orders if o.status == "routed"]
-    short = reserve_orders(session, routed, hooks=hooks)
+    short = _reserve_orders(session, routed, hooks, known)
     for o in routed:
         exc = short.get(o.id)
         if exc is None:
@@ -1105,18 +1127,35 @@ def reserve_orders(
     """Reserve the planned parcels of ``orders`` (a page) with one kernel call: each order all
     or nothing, in the given order (the first come are served first). Returns the orders that
     were short (order id -> the shortage); those keep their planned parcels, nothing reserved."""
+    return _reserve_orders(session, orders, hooks, _Planned())
+
+
+def _reserve_orders(
+    session: Session, orders: Sequence[Order], hooks: Any, known: _Planned
+) -> dict[int, ShortageError]:
+    """:func:`reserve_orders`; the parcels of the orders in ``known`` (planned in this
+    transaction: all the planned parcels these orders have) are not read back."""
     if not orders:
         return {}
-    by_id = {o.id: o for o in orders}
-    parcels = list(session.scalars(_PLANNED_PARCELS, {"ids": list(by_id)}))
-    pls = list(session.scalars(_PARCEL_LINES, {"ids": [p.id for p in parcels]}))
-    skus = dict(session.execute(_LINE_SKUS, {"ids": [pl.order_line_id for pl in pls]}).all())
-    by_parcel: dict[int, list[ParcelLine]] = defaultdict(list)
-    for pl in pls:
-        by_parcel[pl.parcel_id].append(pl)
     of_order: dict[int, list[Parcel]] = defaultdict(list)
-    for p in parcels:
-        of_order[p.order_id].append(p)
+    by_parcel: dict[int, list[ParcelLine]] = defaultdict(list)
+    for o in orders:
+        for p in known.parcels.get(o.id, ()):
+            of_order[o.id].append(p)
+            by_parcel[p.id] = known.lines[p.id]
+    rest = [o.id for o in orders if o.id not in known.parcels]
+    if rest:
+        parcels = list(session.scalars(_PLANNED_PARCELS, {"ids": rest}))
+        for pl in session.scalars(_PARCEL_LINES, {"ids": [p.id for p in parcels]}):
+            by_parcel[pl.parcel_id].append(pl)
+        for p in parcels:
+            of_order[p.order_id].append(p)
+    skus = dict(known.skus)
+    unknown = [
+        pl.order_line_id for pls in by_parcel.values() for pl in pls if pl.order_line_id not in skus
+    ]
+    if unknown:
+        skus.update(session.execute(_LINE_SKUS, {"ids": unknown}).all())
     asks: list[ParcelLine] = []
     requests: list[inv.ReserveRequest] = []
     for o in orders:  # in the caller's order: FIFO between orders
@@ -1375,7 +1414,7 @@ def _complete_moves(
             dims[m] = sale
     if moves:
         with inv.stock_change_batch(session):
-            inv.complete(session, moves, hooks=hooks, move_dimensions=dims)
+            inv.complete(session, moves, hooks=hooks, move_dimensions=dims, read_back=False)
 
 
 def _local_date(session: Session, when: datetime) -> date:

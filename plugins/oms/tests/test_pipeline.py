@@ -165,6 +165,37 @@ def test_orders_flow_from_the_sandbox_to_the_ledger_and_back(
             assert s.scalar(select(Order.status).where(Order.platform_order_id == pid)) == "shipped"
 
 
+def test_a_run_reserves_what_it_planned_without_reading_it_back(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    from sqlalchemy import event as sa_event
+
+    from erp_core.inventory.models import Move
+
+    now = datetime.now(UTC)
+    for h in (3, 4, 5, 6):
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=2)
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    seen: list[str] = []
+    with erp_db.tenant_session(shop["tenant"].id) as s:
+        conn = s.connection()
+        sa_event.listen(conn, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        res = svc.process(s)
+        assert res.reserved == 4, res
+    reads = [q for q in seen if q.lstrip().upper().startswith("SELECT")]
+    assert not [q for q in reads if "FROM oms_parcel" in q], reads
+    with erp_db.tenant_session(shop["tenant"].id) as s:
+        lines = list(s.scalars(select(ParcelLine)))
+        assert len(lines) >= 4 and all(pl.move_ids for pl in lines)
+        for pl in lines:
+            keys = {
+                m.idempotency_key for m in s.scalars(select(Move).where(Move.id.in_(pl.move_ids)))
+            }
+            assert keys == {f"oms:parcel-line:{pl.id}"}
+        assert {p.state for p in s.scalars(select(Parcel))} == {"reserved"}
+        assert {o.status for o in s.scalars(select(Order))} == {"reserved"}
+
+
 def test_refund_before_shipping_stops_the_order_and_frees_the_stock(
     erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
 ) -> None:
