@@ -2352,25 +2352,31 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
     currency = _tenant_info(op.session, op.tid)[0]
     skus = sorted(by_sku)
     zero = Decimal(0)
-    op.conn.execute(
-        _ENSURE_VALUATION["postgresql" if op.is_pg else "sqlite"],
-        [
-            {
-                "tenant_id": op.tid,
-                "sku_id": sku_id,
-                "quantity": zero,
-                "value": zero,
-                "average_cost": zero,
-                "updated_at": op.now,
-            }
-            for sku_id in skus
-        ],
-    )
     stmt = _VALUATIONS_LOCKED if op.is_pg else _VALUATIONS
     held = {
         r.sku_id: (r.quantity, r.value, r.average_cost)
         for r in op.conn.execute(stmt, {"t": op.tid, "s": skus})
     }
+    missing = [sku_id for sku_id in skus if sku_id not in held]
+    if missing:  # a SKU's first valued move: its row, then read (and locked) as the others
+        op.conn.execute(
+            _ENSURE_VALUATION["postgresql" if op.is_pg else "sqlite"],
+            [
+                {
+                    "tenant_id": op.tid,
+                    "sku_id": sku_id,
+                    "quantity": zero,
+                    "value": zero,
+                    "average_cost": zero,
+                    "updated_at": op.now,
+                }
+                for sku_id in missing
+            ],
+        )
+        held.update(
+            (r.sku_id, (r.quantity, r.value, r.average_cost))
+            for r in op.conn.execute(stmt, {"t": op.tid, "s": missing})
+        )
     moves: list[dict[str, Any]] = []
     sums: list[dict[str, Any]] = []
     wh_codes: dict[int, str | None] = {}
