@@ -29,6 +29,7 @@ import os
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -140,8 +141,9 @@ def orders(box: Any, channel: Any, n: int) -> list[Any]:
 
 
 class CallCounter:
-    """Counts the Python and built-in function calls made in this thread while entered (the
-    sandbox's and the write-back's threads are not counted)."""
+    """Counts the Python and built-in function calls made while entered in this thread and in
+    the threads started meanwhile (the write-back's, when its calls go in parallel); the
+    sandbox's threads, started before, are not counted."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -152,10 +154,12 @@ class CallCounter:
 
     def __enter__(self) -> CallCounter:
         sys.setprofile(self._count)
+        threading.setprofile(self._count)
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.setprofile(None)
+        threading.setprofile(None)  # type: ignore[arg-type]
 
 
 def cpu_ticks() -> tuple[int, int] | None:
