@@ -2230,8 +2230,8 @@ def _fresh_moves(session: Session, ids: list[int]) -> list[Move]:
 
 def _apply_done(op: _Op, rows: Sequence[_Row]) -> None:
     """Move the stock of reserved (or newly inserted, done) moves and value them."""
+    # (their state is set with their value where they are valued: one statement, not two)
     ids = [r.id for r in rows if r.state != "done"]
-    _set_moves(op, ids, state="done", reserved=Decimal(0), done_at=op.now)
     taken: dict[tuple[int, int, int], Decimal] = {}  # (SKU, location, lot) -> quantity
     for r in rows:
         if r.src.owned:
@@ -2252,7 +2252,10 @@ def _apply_done(op: _Op, rows: Sequence[_Row]) -> None:
         )
         if res.rowcount != len(taken):  # pragma: no cover - invariant: done moves were reserved
             raise RuntimeError("moves were not reserved on their quants")
-    _value(op, rows)
+    finished = _value(op, rows, set(ids))
+    _set_moves(
+        op, [i for i in ids if i not in finished], state="done", reserved=Decimal(0), done_at=op.now
+    )
 
 
 #: A reserved quantity leaves its quant (executemany: one parameter set per quant).
@@ -2277,6 +2280,10 @@ _VALUE_MOVE = (
         unit_cost=bindparam("c", type_=M.c.unit_cost.type),
         value=bindparam("v", type_=M.c.value.type),
     )
+)
+#: the same for a move done now: its state, reservation and time with its value
+_VALUE_AND_FINISH_MOVE = _VALUE_MOVE.values(
+    state="done", reserved=0, done_at=bindparam("at", type_=M.c.done_at.type)
 )
 _SET_VALUATION = (
     update(VAL)
@@ -2339,16 +2346,19 @@ def _valuation_kind(r: _Row) -> ValuationKind | None:
     return None
 
 
-def _value(op: _Op, rows: Sequence[_Row]) -> None:
+def _value(
+    op: _Op, rows: Sequence[_Row], finishing: set[int] | frozenset[int] = frozenset()
+) -> set[int]:
     """Update the moving average of each SKU for its valued moves (in order) and collect the
-    ``erp_stock_valued`` payloads."""
+    ``erp_stock_valued`` payloads. The moves of ``finishing`` that are valued are marked done
+    in the same statement; returns their ids (the caller marks the others)."""
     by_sku: dict[int, list[tuple[_Row, ValuationKind]]] = {}
     for r in rows:
         kind = _valuation_kind(r)
         if kind is not None:
             by_sku.setdefault(r.sku.id, []).append((r, kind))
     if not by_sku:
-        return
+        return set()
     currency = _tenant_info(op.session, op.tid)[0]
     skus = sorted(by_sku)
     zero = Decimal(0)
@@ -2377,7 +2387,8 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
             (r.sku_id, (r.quantity, r.value, r.average_cost))
             for r in op.conn.execute(stmt, {"t": op.tid, "s": missing})
         )
-    moves: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []  # valued moves, done already
+    done: list[dict[str, Any]] = []  # valued moves of ``finishing``: done now
     sums: list[dict[str, Any]] = []
     wh_codes: dict[int, str | None] = {}
     for sku_id in skus:
@@ -2400,7 +2411,10 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
                 raise InventoryError(f"the value of {r.sku.code} would exceed what can be stored")
             if qty > 0:
                 avg = _money(value / qty)
-            moves.append({"t": op.tid, "m": r.id, "c": cost, "v": amount})
+            if r.id in finishing:
+                done.append({"t": op.tid, "m": r.id, "c": cost, "v": amount, "at": op.now})
+            else:
+                moves.append({"t": op.tid, "m": r.id, "c": cost, "v": amount})
             wh_side = r.dst if r.dst.owned else r.src
             wh_code = None
             if wh_side.warehouse_id is not None:
@@ -2426,10 +2440,14 @@ def _value(op: _Op, rows: Sequence[_Row]) -> None:
                     )
                 )
         sums.append({"t": op.tid, "s": sku_id, "q": qty, "v": value, "a": avg, "at": op.now})
-    op.conn.execute(_VALUE_MOVE, moves)
-    _expire(op.session, [m["m"] for m in moves])
+    if moves:
+        op.conn.execute(_VALUE_MOVE, moves)
+    if done:
+        op.conn.execute(_VALUE_AND_FINISH_MOVE, done)
+    _expire(op.session, [m["m"] for m in (*moves, *done)])
     op.conn.execute(_SET_VALUATION, sums)
     op.valued.sort(key=lambda v: v.move_id)
+    return {m["m"] for m in done}
 
 
 # --- receipts, transfers, counts, scrap ------------------------------------------------------

@@ -8,12 +8,15 @@ orders on a new database took 2.4 ms per order in that one statement instead of 
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
 import pytest
 
 from erp_core.inventory import service as inv
+
+_plans = itertools.count(1)
 
 
 def _generic_plan(conn: Any, stmt: Any, params: dict[str, Any]) -> str:
@@ -27,10 +30,11 @@ def _generic_plan(conn: Any, stmt: Any, params: dict[str, Any]) -> str:
         return f"${names.index(m.group(1)) + 1}"
 
     sql = re.sub(r"%\((\w+)\)s", number, state.statement)
-    conn.exec_driver_sql("DEALLOCATE ALL")
-    conn.exec_driver_sql(f"PREPARE erp_plan AS {sql}")
+    # a name of its own each time: a statement run five times would be prepared by psycopg
+    name = f"erp_plan_{next(_plans)}"
+    conn.exec_driver_sql(f"PREPARE {name} AS {sql}")
     args = ", ".join(repr(state.parameters[n]) for n in names)
-    rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE erp_plan({args})").all()
+    rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE {name}({args})").all()
     return "\n".join(r[0] for r in rows)
 
 
@@ -43,6 +47,7 @@ def test_statements_by_primary_key_use_it_on_a_table_never_analyzed(erp_db):
         conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
         cases: list[tuple[Any, dict[str, Any]]] = [
             (inv._VALUE_MOVE, {"t": 1, "m": 7, "c": 1, "v": 1}),
+            (inv._VALUE_AND_FINISH_MOVE, {"t": 1, "m": 7, "c": 1, "v": 1, "at": "2026-12-01"}),
             (inv._MOVES, {"t": 1, "ids": [7, 8, 9]}),
             (inv._set_moves_statement(("state",)), {"t": 1, "ids": [7], "v_state": "done"}),
             (inv._TAKE, {"qid": 3, "tid": 1, "take": 1}),
