@@ -206,11 +206,11 @@ def run(
 
     # one transaction per stage, as the sync, the oms.process task and the warehouse's
     # shipping each commit their own work; the sync hands a page's new orders to the OMS's
-    # erp_channel_orders hook, which stores them with ingest_many
+    # erp_channel_orders hook, which stores them with store_orders
     with st.stage("ingest"), db.tenant_session(tid) as s:
         verdicts = record_versions(s, account_id, batch)
         todo = [o for o, v in zip(batch, verdicts, strict=True) if v in ("new", "changed")]
-        ids = [row.id for row in svc.ingest_many(s, account_id, "tmall", todo)]
+        ids = svc.store_orders(s, account_id, "tmall", todo)
         s.flush()
     with st.stage("review+route+reserve"), db.tenant_session(tid) as s:
         res = svc.process(s, order_ids=ids, hooks=svc.hooks_of(s), limit=len(ids) or 1)

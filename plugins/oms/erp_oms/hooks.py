@@ -23,10 +23,10 @@ def erp_channel_orders(
     """Every new or changed platform order lands in the pool (once per platform order); a
     sync's page is stored with a few statements."""
     from erp_core.channels.models import ChannelAccount
-    from erp_oms.service import ingest_many
+    from erp_oms.service import store_orders
 
     account = session.get(ChannelAccount, account_id)
-    ingest_many(session, account_id, account.connector if account else "", orders)
+    store_orders(session, account_id, account.connector if account else "", orders)
 
 
 @hookimpl

@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy import BindParameter, Table, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
@@ -100,6 +100,22 @@ def event(
     session.add(
         Event(order_id=order.id, kind=kind, message=str(message)[:2000], data=data, actor=actor)
     )
+
+
+def _event_row(
+    tid: int, order_id: int, kind: str, message: str | Message, at: datetime, data: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`event`'s row, for an INSERT of many."""
+    stored = dump_message(message)
+    return {
+        "tenant_id": tid,
+        "order_id": order_id,
+        "kind": kind,
+        "message": str(message)[:2000],
+        "data": {**data, "_msg": stored} if stored is not None else data,
+        "actor": "",
+        "at": at,
+    }
 
 
 def dump_message(message: object) -> dict[str, Any] | None:
@@ -254,38 +270,60 @@ def _aware(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _fill(row: Order, order: ChannelOrder) -> None:
+def _platform_values(order: ChannelOrder) -> dict[str, Any]:
+    """What the platform says of an order, as the order's column values (the receiver apart:
+    see :func:`_receiver_values`)."""
+    return {
+        "platform_status": order.status.value,
+        "raw_status": order.raw_status[:64],
+        "platform_modified_at": order.modified_at,
+        "buyer_id": order.buyer_id[:128],
+        "buyer_nick": order.buyer_nick[:128],
+        "buyer_key": buyer_key(order.buyer_id, order.buyer_nick),
+        "buyer_note": order.buyer_note,
+        "seller_memo": order.seller_memo,
+        "currency": order.currency,
+        "shipping_fee": order.shipping_fee,
+        "platform_discount": order.platform_discount,
+        "merchant_discount": order.merchant_discount,
+        "total_paid": order.total_paid,
+        "goods_total": sum((ln.unit_price * ln.quantity for ln in order.lines), ZERO),
+        "ordered_at": order.created_at,
+        "paid_at": order.paid_at,
+    }
+
+
+def _receiver_values(order: ChannelOrder) -> dict[str, str]:
     rcv = order.receiver
-    row.platform_status = order.status.value
-    row.raw_status = order.raw_status[:64]
-    row.platform_modified_at = order.modified_at
-    row.buyer_id = order.buyer_id[:128]
-    row.buyer_nick = order.buyer_nick[:128]
-    row.buyer_key = buyer_key(order.buyer_id, order.buyer_nick)
-    row.buyer_note = order.buyer_note
-    row.seller_memo = order.seller_memo
-    if rcv is not None and row.status in OPEN_STATES:
-        row.receiver_name, row.receiver_phone = rcv.name[:128], rcv.phone[:64]
-        row.province, row.city, row.district = rcv.province[:64], rcv.city[:64], rcv.district[:64]
-        row.address, row.postcode = rcv.detail[:400], rcv.postcode[:16]
+    if rcv is None:
+        return {}
+    return {
+        "receiver_name": rcv.name[:128],
+        "receiver_phone": rcv.phone[:64],
+        "province": rcv.province[:64],
+        "city": rcv.city[:64],
+        "district": rcv.district[:64],
+        "address": rcv.detail[:400],
+        "postcode": rcv.postcode[:16],
+    }
+
+
+def _fill(row: Order, order: ChannelOrder) -> None:
+    """A stored order brought up to date with the platform's version (the receiver only while
+    the order has not shipped)."""
+    values = _platform_values(order)
+    if row.status in OPEN_STATES:
+        values.update(_receiver_values(order))
+    for key, value in values.items():
+        setattr(row, key, value)
     row.address_key = _address_key(row)
-    row.currency = order.currency
-    row.shipping_fee = order.shipping_fee
-    row.platform_discount = order.platform_discount
-    row.merchant_discount = order.merchant_discount
-    row.total_paid = order.total_paid
-    row.goods_total = sum((ln.unit_price * ln.quantity for ln in order.lines), ZERO)
-    row.ordered_at = order.created_at
-    row.paid_at = order.paid_at
     row.updated_at = utcnow()
 
 
 def _create(session: Session, account_id: int | None, connector: str, order: ChannelOrder) -> Order:
-    row = _new_row(account_id, connector, order)
-    session.add(row)
-    session.flush()
-    skus = _sku_ids(session, account_id, (ln.merchant_sku for ln in order.lines))
-    _created(session, row, order, skus)
+    (new_id,) = _insert_orders(session, account_id, connector, [order])
+    row = session.get(Order, new_id)
+    assert row is not None
     return row
 
 
@@ -293,8 +331,20 @@ def ingest_many(
     session: Session, account_id: int | None, connector: str, orders: Sequence[ChannelOrder]
 ) -> list[Order]:
     """:func:`ingest` each of ``orders`` in turn (the stored rows, in the same order; a repeated
-    platform order gives its one row each time). A page of new orders takes one read, one insert
-    per table and one SKU lookup, whatever its length."""
+    platform order gives its one row each time). See :func:`store_orders`, which this reads
+    the rows of."""
+    ids = store_orders(session, account_id, connector, orders)
+    rows = {o.id: o for o in session.scalars(_ORDERS, {"ids": sorted(set(ids))})}
+    return [rows[i] for i in ids]
+
+
+def store_orders(
+    session: Session, account_id: int | None, connector: str, orders: Sequence[ChannelOrder]
+) -> list[int]:
+    """:func:`ingest` each of ``orders`` in turn; the stored orders' ids, in the same order (a
+    repeated platform order gives its one id each time). A page of new orders takes one read,
+    one SKU lookup and one INSERT per table, whatever its length, and no ORM objects are
+    made for them; an order stored already is brought up to date as :func:`ingest` does."""
     if not orders:
         return []
     platform_ids = list(dict.fromkeys(o.order_id for o in orders))
@@ -306,76 +356,121 @@ def ingest_many(
                 {"account": account_id, "pids": platform_ids[n : n + 500]},
             )
         )
-    out: list[Order | None] = [None] * len(orders)
-    fresh: list[tuple[int, Order, ChannelOrder]] = []
+    out: list[int] = [0] * len(orders)
+    fresh: list[int] = []
     later: list[int] = []  # stored already, or a second version in this list: one at a time
     for i, o in enumerate(orders):
         if o.order_id in known:
             later.append(i)
         else:
             known.add(o.order_id)
-            fresh.append((i, _new_row(account_id, connector, o), o))
+            fresh.append(i)
     if fresh:
-        session.add_all([row for _, row, _ in fresh])
-        session.flush()
-        skus = _sku_ids(
-            session, account_id, (ln.merchant_sku for _, _, o in fresh for ln in o.lines)
-        )
-        for i, row, o in fresh:
-            _created(session, row, o, skus)
-            out[i] = row
+        new_ids = _insert_orders(session, account_id, connector, [orders[i] for i in fresh])
+        for i, new_id in zip(fresh, new_ids, strict=True):
+            out[i] = new_id
     for i in later:
-        out[i] = ingest(session, account_id, connector, orders[i])
-    return [row for row in out if row is not None]
+        out[i] = ingest(session, account_id, connector, orders[i]).id
+    return out
 
 
-def _new_row(account_id: int | None, connector: str, order: ChannelOrder) -> Order:
-    row = Order(
-        channel_account_id=account_id,
-        connector=connector,
-        platform_order_id=order.order_id,
-        source="channel" if account_id is not None else "manual",
-        status="new",
-        tags=[],
+#: The creation of new orders, their lines and their first events, with Core statements built
+#: once (the new orders' ids come back with their platform ids).
+_INSERT_ORDERS = insert(cast(Table, Order.__table__)).returning(
+    Order.__table__.c.platform_order_id, Order.__table__.c.id
+)
+_INSERT_LINES = insert(cast(Table, OrderLine.__table__))
+_INSERT_EVENTS = insert(cast(Table, Event.__table__))
+
+
+def _insert_orders(
+    session: Session, account_id: int | None, connector: str, orders: Sequence[ChannelOrder]
+) -> list[int]:
+    """Store platform orders none of which is stored yet (distinct platform ids): their rows,
+    lines and first events, one INSERT per table. Their ids, in the same order."""
+    tid = _tid(session)
+    now = utcnow()
+    skus = _sku_ids(session, account_id, (ln.merchant_sku for o in orders for ln in o.lines))
+    source = "channel" if account_id is not None else "manual"
+    rows: list[dict[str, Any]] = []
+    firsts: list[list[tuple[str, str | Message, dict[str, Any]]]] = []
+    blank = dict.fromkeys(
+        ("receiver_name", "receiver_phone", "province", "city", "district", "address"), ""
     )
-    _fill(row, order)
-    return row
-
-
-def _created(session: Session, row: Order, order: ChannelOrder, skus: dict[str, int]) -> None:
-    """The lines and first events of a new order (``row`` flushed: it has its id)."""
-    session.add_all(
-        [
-            OrderLine(
-                order_id=row.id,
-                line_id=ln.line_id,
-                platform_sku_id=ln.platform_sku_id,
-                merchant_sku=ln.merchant_sku,
-                sku_id=skus.get(ln.merchant_sku),
-                title=ln.title[:400],
-                quantity=Decimal(ln.quantity),
-                unit_price=ln.unit_price,
-                platform_discount=ln.platform_discount,
-                merchant_discount=ln.merchant_discount,
-                paid=ln.paid,
-                refund_status=ln.refund_status.value,
+    for o in orders:
+        status = "new"
+        steps: list[tuple[str, str | Message, dict[str, Any]]] = [
+            (
+                "received",
+                f"{o.raw_status} ({o.status.value})",
+                {"platform_status": o.status.value},
             )
-            for ln in order.lines
         ]
+        if o.status.value in CLOSING:
+            status = "cancelled"
+            steps.append(("cancelled", N_("closed at the platform before it reached us"), {}))
+        elif o.status in (OrderStatus.SHIPPED, OrderStatus.COMPLETED):
+            status = "completed" if o.status is OrderStatus.COMPLETED else "shipped"
+            steps.append(
+                ("shipped", N_("shipped outside the ERP (as the platform reports it)"), {})
+            )
+        row = {
+            "tenant_id": tid,
+            "channel_account_id": account_id,
+            "connector": connector,
+            "platform_order_id": o.order_id,
+            "source": source,
+            "status": status,
+            "tags": [],
+            "postcode": "",
+            **blank,
+            **_platform_values(o),
+            **_receiver_values(o),
+            "created_at": now,
+            "updated_at": now,
+        }
+        row["address_key"] = rt.address_key(
+            row["province"],
+            row["city"],
+            row["district"],
+            row["address"],
+            row["receiver_name"],
+            row["receiver_phone"],
+        )[:400]
+        rows.append(row)
+        firsts.append(steps)
+    ids: dict[str, int] = {pid: i for pid, i in session.execute(_INSERT_ORDERS, rows)}
+    new_ids = [ids[o.order_id] for o in orders]
+    lines = [
+        {
+            "tenant_id": tid,
+            "order_id": new_id,
+            "line_id": ln.line_id,
+            "platform_sku_id": ln.platform_sku_id,
+            "merchant_sku": ln.merchant_sku,
+            "sku_id": skus.get(ln.merchant_sku),
+            "title": ln.title[:400],
+            "quantity": Decimal(ln.quantity),
+            "unit_price": ln.unit_price,
+            "platform_discount": ln.platform_discount,
+            "merchant_discount": ln.merchant_discount,
+            "paid": ln.paid,
+            "refund_status": ln.refund_status.value,
+        }
+        for o, new_id in zip(orders, new_ids, strict=True)
+        for ln in o.lines
+    ]
+    if lines:
+        session.execute(_INSERT_LINES, lines)
+    session.execute(
+        _INSERT_EVENTS,
+        [
+            _event_row(tid, new_id, kind, message, now, data)
+            for new_id, steps in zip(new_ids, firsts, strict=True)
+            for kind, message, data in steps
+        ],
     )
-    event(
-        session,
-        row,
-        "received",
-        f"{order.raw_status} ({order.status.value})",
-        platform_status=order.status.value,
-    )
-    if order.status.value in CLOSING:
-        row.status = "cancelled"
-        event(session, row, "cancelled", N_("closed at the platform before it reached us"))
-    elif order.status in (OrderStatus.SHIPPED, OrderStatus.COMPLETED):
-        row.status = "completed" if order.status is OrderStatus.COMPLETED else "shipped"
-        event(session, row, "shipped", N_("shipped outside the ERP (as the platform reports it)"))
+    return new_ids
 
 
 def _update(session: Session, row: Order, order: ChannelOrder) -> None:
