@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, bindparam, column, select, table, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from erp_core.db.base import TenantScoped
@@ -245,13 +245,18 @@ def kept_rows(session: Session, cls: type[M], ids: Iterable[int]) -> dict[int, M
     without a query. The caller reads the others and may keep them."""
     out: dict[int, M] = {}
     absent = []
+    idmap = session.identity_map
+    klass, _, token = identity_key(cls, 0)  # the keys' parts, built once
     for ident in ids:
-        if identity_key(cls, ident) in session.identity_map:
-            obj = session.get(cls, ident)  # no query (unless expired); None if deleted
-            if obj is not None:
-                out[ident] = obj
-        else:
+        obj = idmap.get((klass, (ident,), token))
+        if obj is None:
             absent.append(ident)
+        elif instance_state(obj).expired:  # read again (None if it was deleted meanwhile)
+            again = session.get(cls, ident)
+            if again is not None:
+                out[ident] = again
+        else:
+            out[ident] = obj
     if absent:  # (the session's own rows first: asking the cache flushes pending changes)
         kept: dict[tuple[type[Any], int], Any] = cached(session, "erp.rows", dict)
         for ident in absent:
