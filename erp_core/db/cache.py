@@ -239,6 +239,10 @@ def _owner(obj: Any) -> Any:
     return obj.tenant_id if isinstance(obj, TenantScoped) else getattr(obj, "id", None)
 
 
+#: model -> (class, identity token) of its rows' identity keys
+_KEY_HEADS: dict[type[Any], tuple[type[Any], Any]] = {}
+
+
 def kept_rows(session: Session, cls: type[M], ids: Iterable[int]) -> dict[int, M]:
     """The rows of the master-data model ``cls`` with ``ids`` that need no query: those in
     the session, and those kept across transactions (:func:`keep_rows`), merged into the session
@@ -246,7 +250,11 @@ def kept_rows(session: Session, cls: type[M], ids: Iterable[int]) -> dict[int, M
     out: dict[int, M] = {}
     absent = []
     idmap = session.identity_map
-    klass, _, token = identity_key(cls, 0)  # the keys' parts, built once
+    head = _KEY_HEADS.get(cls)
+    if head is None:  # the identity keys' other parts, once per model
+        klass, _, token = identity_key(cls, 0)
+        head = _KEY_HEADS[cls] = (klass, token)
+    klass, token = head
     for ident in ids:
         obj = idmap.get((klass, (ident,), token))
         if obj is None:
