@@ -620,7 +620,7 @@ def stock_by_warehouse(session: Session, sku_ids: Iterable[int]) -> dict[tuple[i
 
 
 def _context(
-    session: Session, orders: Sequence[Order], lines: Mapping[int, list[OrderLine]]
+    session: Session, orders: Sequence[Order], lines: Mapping[int, list[_LineRow]]
 ) -> _Ctx:
     ctx = _Ctx()
     ctx.stock = stock_by_warehouse(
@@ -695,7 +695,7 @@ def extra_strategies(hooks: Any) -> dict[str, Any]:
     return out
 
 
-def _review_order(o: Order, lines: list[OrderLine]) -> rv.ReviewOrder:
+def _review_order(o: Order, lines: list[_LineRow]) -> rv.ReviewOrder:
     return rv.ReviewOrder(
         order_id=o.id,
         connector=o.connector,
@@ -739,7 +739,14 @@ class Result:
 
 # Statements of the hot paths, built once (building one costs about as much as running it).
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-_LINES_OF_ORDERS = select(OrderLine).where(OrderLine.order_id.in_(_IDS)).order_by(OrderLine.id)
+#: an order line as a row of ``oms_order_line``'s columns (read by name, as an OrderLine's)
+_LineRow = Any
+#: the lines of orders as rows of their columns (no ORM objects: the processing reads them only)
+_LINES_OF_ORDERS = (
+    select(*cast(Table, OrderLine.__table__).c)
+    .where(OrderLine.order_id.in_(_IDS))
+    .order_by(OrderLine.id)
+)
 _ORDERS = select(Order).where(Order.id.in_(_IDS))
 _KNOWN_ORDERS = select(Order.platform_order_id).where(
     Order.channel_account_id == bindparam("account"),
@@ -758,9 +765,17 @@ _PARCEL_LINES = select(ParcelLine).where(ParcelLine.parcel_id.in_(_IDS)).order_b
 _WAITING_PARCELS = select(Parcel.order_id).where(
     Parcel.order_id.in_(_IDS), Parcel.state.in_(("planned", "reserved"))
 )
-#: the lines of orders with their SKUs' codes, by order
+#: what the revenue entry needs of the lines of orders, with their SKUs' codes, by order (no
+#: ORM rows: the entry reads them only)
 _LINES_WITH_SKU_CODES = (
-    select(OrderLine, Sku.code)
+    select(
+        OrderLine.order_id,
+        OrderLine.title,
+        OrderLine.quantity,
+        OrderLine.unit_price,
+        OrderLine.merchant_discount,
+        Sku.code,
+    )
     .outerjoin(Sku, Sku.id == OrderLine.sku_id)
     .where(OrderLine.order_id.in_(_IDS))
     .order_by(OrderLine.order_id, OrderLine.id)
@@ -797,10 +812,10 @@ _AVAILABLE_BY_WAREHOUSE = (
 )
 
 
-def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[OrderLine]]:
-    out: dict[int, list[OrderLine]] = defaultdict(list)
+def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[_LineRow]]:
+    out: dict[int, list[_LineRow]] = defaultdict(list)
     if order_ids:
-        for ln in session.scalars(_LINES_OF_ORDERS, {"ids": list(order_ids)}):
+        for ln in session.execute(_LINES_OF_ORDERS, {"ids": list(order_ids)}):
             out[ln.order_id].append(ln)
     return out
 
@@ -973,7 +988,7 @@ def _through_parcels(session: Session, stmt: Any) -> Any:
 HOLD_CODES = {"address_invalid": "address", "stock_short": "stock"}
 
 
-def _hold_code(out: rv.Outcome, rules: Sequence[rv.Rule], lines: Sequence[OrderLine]) -> str:
+def _hold_code(out: rv.Outcome, rules: Sequence[rv.Rule], lines: Sequence[_LineRow]) -> str:
     if any(ln.sku_id is None for ln in lines):
         return "sku_unmapped"
     kinds = {r.id: r.kind for r in rules}
@@ -989,7 +1004,7 @@ def _auto_tracking(p: Parcel) -> str:
 
 
 def _merge(
-    session: Session, ready: list[Order], lines: dict[int, list[OrderLine]], actor: str
+    session: Session, ready: list[Order], lines: dict[int, list[_LineRow]], actor: str
 ) -> int:
     """Merge reviewed orders of the same shop, buyer and address into the oldest one: they
     then ship together, in that order's parcels."""
@@ -1105,7 +1120,7 @@ def _weights(session: Session, sku_ids: set[int]) -> dict[int, Decimal]:
 
 
 def _routing_input(
-    session: Session, ctx: _Ctx, lines: Mapping[int, list[OrderLine]]
+    session: Session, ctx: _Ctx, lines: Mapping[int, list[_LineRow]]
 ) -> _RoutingInput:
     whs, rates = cached(session, "oms.routing", lambda: _routing_tables(session))
     sku_ids = {ln.sku_id for ls in lines.values() for ln in ls if ln.sku_id is not None}
@@ -1121,7 +1136,7 @@ def _routing_input(
 def _route(
     session: Session,
     o: Order,
-    lines: Mapping[int, list[OrderLine]],
+    lines: Mapping[int, list[_LineRow]],
     inp: _RoutingInput,
     cfg: Config,
     strategies: Mapping[str, Any],
@@ -1157,9 +1172,9 @@ def _route(
         [
             rt.RouteLine(
                 line_id=ln.id,
-                sku_id=ln.sku_id,  # type: ignore[arg-type]
+                sku_id=ln.sku_id,
                 quantity=ln.quantity,
-                weight_kg=inp.weights.get(ln.sku_id, inp.default_weight),  # type: ignore[arg-type]
+                weight_kg=inp.weights.get(ln.sku_id, inp.default_weight),
             )
             for ln in mine
         ],
@@ -1539,9 +1554,9 @@ def post_revenues(session: Session, orders: Sequence[Order]) -> None:
         return
     acc = get_mapping(session)
     ids = [o.id for o in orders]
-    lines: dict[int, list[tuple[OrderLine, str | None]]] = {i: [] for i in ids}
-    for ln, code in session.execute(_LINES_WITH_SKU_CODES, {"ids": ids}):
-        lines[ln.order_id].append((ln, code))
+    lines: dict[int, list[Any]] = {i: [] for i in ids}
+    for ln in session.execute(_LINES_WITH_SKU_CODES, {"ids": ids}):
+        lines[ln.order_id].append(ln)
     drafts = []
     for o in orders:
         draft = _revenue_draft(session, o, lines[o.id], acc)
@@ -1553,9 +1568,10 @@ def post_revenues(session: Session, orders: Sequence[Order]) -> None:
 def _revenue_draft(
     session: Session,
     o: Order,
-    lines: Sequence[tuple[OrderLine, str | None]],
+    lines: Sequence[Any],
     acc: Mapping[str, str],
 ) -> EntryDraft | None:
+    """The revenue entry of an order; ``lines``: its lines' rows of ``_LINES_WITH_SKU_CODES``."""
     dims: dict[str, Any] = dict(_sale_dimensions(o))
     postings: list[PostingDraft] = []
 
@@ -1569,7 +1585,8 @@ def _revenue_draft(
     add(acc["receivable"], o.total_paid, "paid by the buyer")
     add(acc["receivable"], o.platform_discount, "platform-funded discount")
     line_discounts = ZERO
-    for ln, sku in lines:
+    for ln in lines:
+        sku = ln.code
         amount = _money(ln.unit_price * ln.quantity)
         add(acc["revenue"], -amount, f"{ln.title[:60]} x {ln.quantity.normalize()}", sku=sku)
         add(acc["sales_discount"], ln.merchant_discount, "merchant discount", sku=sku)
