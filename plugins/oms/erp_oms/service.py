@@ -94,11 +94,24 @@ def event(
 ) -> None:
     """A step on the order's timeline. A ``Message`` (``N_(...)``) is kept translatable too
     (``data["_msg"]``), so that the page shows it in the reader's language."""
+    _event_of(session, order.id, kind, message, actor=actor, **data)
+
+
+def _event_of(
+    session: Session,
+    order_id: int,
+    kind: str,
+    message: str = "",
+    *,
+    actor: str = "",
+    **data: Any,
+) -> None:
+    """:func:`event` of an order known by its id."""
     stored = dump_message(message)
     if stored is not None:
         data["_msg"] = stored
     session.add(
-        Event(order_id=order.id, kind=kind, message=str(message)[:2000], data=data, actor=actor)
+        Event(order_id=order_id, kind=kind, message=str(message)[:2000], data=data, actor=actor)
     )
 
 
@@ -748,6 +761,8 @@ _LINES_OF_ORDERS = (
     .order_by(OrderLine.id)
 )
 _ORDERS = select(Order).where(Order.id.in_(_IDS))
+#: (id, platform order id) of orders
+_PLATFORM_IDS = select(Order.id, Order.platform_order_id).where(Order.id.in_(_IDS))
 _KNOWN_ORDERS = select(Order.platform_order_id).where(
     Order.channel_account_id == bindparam("account"),
     Order.platform_order_id.in_(bindparam("pids", expanding=True)),
@@ -761,6 +776,12 @@ _PLANNED_PARCELS = (
     select(Parcel).where(Parcel.order_id.in_(_IDS), Parcel.state == "planned").order_by(Parcel.id)
 )
 _PARCEL_LINES = select(ParcelLine).where(ParcelLine.parcel_id.in_(_IDS)).order_by(ParcelLine.id)
+#: the stock moves of parcels' lines, (parcel id, move ids) by line
+_PARCEL_MOVES = (
+    select(ParcelLine.parcel_id, ParcelLine.move_ids)
+    .where(ParcelLine.parcel_id.in_(_IDS))
+    .order_by(ParcelLine.id)
+)
 #: orders (of ``ids``) with a parcel still to ship
 _WAITING_PARCELS = select(Parcel.order_id).where(
     Parcel.order_id.in_(_IDS), Parcel.state.in_(("planned", "reserved"))
@@ -1517,9 +1538,9 @@ def _complete_moves(
     moves: list[int] = []
     dims: dict[int, dict[str, str]] = {}
     by_parcel = {parcel.id: parcel for parcel, _, _ in todo}
-    for pl in session.scalars(_PARCEL_LINES, {"ids": parcel_ids}):
-        sale = _sale_dimensions(orders[by_parcel[pl.parcel_id].order_id])
-        for m in pl.move_ids:
+    for parcel_id, move_ids in session.execute(_PARCEL_MOVES, {"ids": parcel_ids}):
+        sale = _sale_dimensions(orders[by_parcel[parcel_id].order_id])
+        for m in move_ids:
             moves.append(m)
             dims[m] = sale
     if moves:
@@ -1662,17 +1683,17 @@ def writeback_many(
     carried: dict[int, dict[int, list[str]]] = {i: defaultdict(list) for i in ids}
     for pid, oid, line_id in session.execute(_CARRIED, {"ids": ids, "tid": _tid(session)}):
         carried[pid][oid].append(line_id)
-    order_ids = {oid for by_order in carried.values() for oid in by_order} | {
-        p.order_id for p in parcels
-    }
-    orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": list(order_ids)})}
-    counts = dict(session.execute(_LINE_COUNTS, {"ids": list(order_ids)}).all())
+    order_ids = sorted(
+        {oid for by_order in carried.values() for oid in by_order} | {p.order_id for p in parcels}
+    )
+    platform_ids = dict(session.execute(_PLATFORM_IDS, {"ids": order_ids}).all())
+    counts = dict(session.execute(_LINE_COUNTS, {"ids": order_ids}).all())
     calls: list[list[Any]] = []
     for p in parcels:
         calls.append(
             [
                 Shipment(
-                    order_id=orders[oid].platform_order_id,
+                    order_id=platform_ids[oid],
                     line_ids=() if len(line_ids) == counts.get(oid) else tuple(sorted(line_ids)),
                     tracking_no=p.tracking_no,
                     courier_code=p.courier_code,
@@ -1709,7 +1730,7 @@ def writeback_many(
             p.writeback = "failed"
             p.writeback_error = f"{type(exc).__name__}: {exc}"[:1000]
             p.writeback_next_at = now + timedelta(seconds=delay)
-            event(session, orders[p.order_id], "writeback_failed", p.writeback_error, parcel=p.id)
+            _event_of(session, p.order_id, "writeback_failed", p.writeback_error, parcel=p.id)
             accepted.append(False)
             continue
         p.writeback = "done"
@@ -1717,7 +1738,7 @@ def writeback_many(
         p.writeback_next_at = None
         p.written_back_at = now
         for oid in sorted(carried[p.id]):
-            event(session, orders[oid], "written_back", f"{p.courier_code} {p.tracking_no}")
+            _event_of(session, oid, "written_back", f"{p.courier_code} {p.tracking_no}")
         accepted.append(True)
     return accepted
 
