@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -107,18 +108,24 @@ def _event_of(
     **data: Any,
 ) -> None:
     """:func:`event` of an order known by its id."""
-    stored = dump_message(message)
-    if stored is not None:
-        data["_msg"] = stored
-    session.add(
-        Event(order_id=order_id, kind=kind, message=str(message)[:2000], data=data, actor=actor)
-    )
+    row = _event_row(_tid(session), order_id, kind, message, utcnow(), data, actor)
+    gathered = session.info.get(_GATHERED_EVENTS)
+    if gathered is not None:
+        gathered.append(row)
+    else:
+        session.add(Event(**row))
 
 
 def _event_row(
-    tid: int, order_id: int, kind: str, message: str | Message, at: datetime, data: dict[str, Any]
+    tid: int,
+    order_id: int,
+    kind: str,
+    message: str | Message,
+    at: datetime,
+    data: dict[str, Any],
+    actor: str = "",
 ) -> dict[str, Any]:
-    """:func:`event`'s row, for an INSERT of many."""
+    """:func:`event`'s row."""
     stored = dump_message(message)
     return {
         "tenant_id": tid,
@@ -126,9 +133,31 @@ def _event_row(
         "kind": kind,
         "message": str(message)[:2000],
         "data": {**data, "_msg": stored} if stored is not None else data,
-        "actor": "",
+        "actor": actor,
         "at": at,
     }
+
+
+#: ``Session.info`` key: the timeline steps gathered by :func:`_events_together`
+_GATHERED_EVENTS = "oms_gathered_events"
+
+
+@contextmanager
+def _events_together(session: Session) -> Iterator[None]:
+    """The timeline steps added meanwhile are written with one INSERT when the block ends
+    (none if it raises), not as ORM objects: for bulk work that does not read the timeline it
+    writes. Nested blocks leave the writing to the outermost."""
+    if session.info.get(_GATHERED_EVENTS) is not None:
+        yield
+        return
+    gathered: list[dict[str, Any]] = []
+    session.info[_GATHERED_EVENTS] = gathered
+    try:
+        yield
+    finally:
+        del session.info[_GATHERED_EVENTS]
+    if gathered:
+        session.execute(_INSERT_EVENTS, gathered)
 
 
 def dump_message(message: object) -> dict[str, Any] | None:
@@ -869,7 +898,15 @@ def process(
 ) -> Result:
     """Take orders as far through the pipeline as they go: new → reviewed (or held) →
     routed → reserved (→ shipped with ``auto_ship``). Orders named in ``order_ids`` are
-    taken whatever their state allows; otherwise up to ``limit`` waiting orders."""
+    taken whatever their state allows; otherwise up to ``limit`` waiting orders. The orders'
+    timeline steps are written together at the end."""
+    with _events_together(session):
+        return _process(session, order_ids, hooks, limit, actor)
+
+
+def _process(
+    session: Session, order_ids: Sequence[int] | None, hooks: Any, limit: int, actor: str
+) -> Result:
     hooks = hooks_of(session, hooks)
     cfg = config_of(session)
     res = Result()
@@ -1440,7 +1477,15 @@ def ship_many(
     order's cost of goods sold on its own dimensions) with the stock change reported once (one
     channel stock-push mark). Stock goes last so that a concurrent transaction waits for this
     one's locks on shared SKUs for as short a time as can be. An error leaves the work half
-    done in the transaction: the caller rolls it back."""
+    done in the transaction: the caller rolls it back. The orders' timeline steps are
+    written together at the end."""
+    with _events_together(session):
+        _ship_many(session, shipments, hooks, actor)
+
+
+def _ship_many(
+    session: Session, shipments: Sequence[tuple[Parcel, str, str | None]], hooks: Any, actor: str
+) -> None:
     from erp_core.ledger.service import posting_batch
 
     hooks = hooks_of(session, hooks)

@@ -12,7 +12,7 @@ import pytest
 from erp_connector_tmall.sandbox import TmallSandbox
 from erp_oms import service as svc
 from erp_oms import stockpush
-from erp_oms.models import Allocation, Order, Parcel, WarehouseRoute
+from erp_oms.models import Allocation, Event, Order, Parcel, WarehouseRoute
 from sqlalchemy import select
 
 from erp_core.channels import service as chsvc
@@ -475,3 +475,41 @@ def test_an_address_corrected_at_the_platform_is_reviewed_again(acme: Any, erp_d
         assert order.status == "new"
         svc.process(s)
         assert order.status == "reserved"
+
+
+def test_processing_writes_the_timeline_at_once_in_order_and_nothing_on_error(
+    acme: Any, erp_db: Any
+):
+    def timeline(s: Any, oid: int) -> list[str]:
+        return list(s.scalars(select(Event.kind).where(Event.order_id == oid).order_by(Event.id)))
+
+    with erp_db.tenant_session(acme.id) as s:
+        o = svc.ingest(s, None, "", _platform_order("P-30", "TEA", qty=1))
+        svc.process(s, order_ids=[o.id])
+        assert o.status == "reserved"
+        # written by one INSERT, not kept as ORM objects in the session
+        assert not [x for x in s.identity_map.values() if isinstance(x, Event)]
+        assert timeline(s, o.id) == ["received", "reviewed", "routed", "reserved"]
+        (parcel,) = s.scalars(select(Parcel).where(Parcel.order_id == o.id))
+        svc.ship(s, parcel, tracking_no="SF1", courier_code="SF")
+        assert timeline(s, o.id)[-1] == "shipped"
+        stamped = s.scalars(select(Event).where(Event.order_id == o.id)).all()
+        assert {(e.tenant_id, e.actor) for e in stamped if e.kind == "reviewed"} == {
+            (acme.id, "system")
+        }
+        # a step gathered in a block that fails is not written; nested blocks write once
+        with pytest.raises(RuntimeError), svc._events_together(s):
+            svc.event(s, o, "note", "lost")
+            raise RuntimeError("boom")
+        with svc._events_together(s):
+            with svc._events_together(s):
+                svc.event(s, o, "note", "inner")
+            assert "note" not in timeline(s, o.id)  # not yet: the outer block writes
+            svc.event(s, o, "note", "outer")
+        notes = s.scalars(
+            select(Event.message).where(Event.order_id == o.id, Event.kind == "note")
+        ).all()
+        assert notes == ["inner", "outer"]
+        # outside such a block a step is an ORM object, flushed as before
+        svc.event(s, o, "note", "alone")
+        assert timeline(s, o.id)[-1] == "note"
