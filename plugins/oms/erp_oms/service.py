@@ -21,12 +21,12 @@ from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, Table, bindparam, func, insert, select
+from sqlalchemy import BindParameter, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
 from erp_core.channels.types import Order as ChannelOrder
-from erp_core.db.base import utcnow
+from erp_core.db.base import beside_key, utcnow
 from erp_core.db.cache import cached, kept_row
 from erp_core.db.session import session_tenant
 from erp_core.db.types import Quantity
@@ -423,6 +423,31 @@ _INSERT_ORDERS = insert(cast(Table, Order.__table__)).returning(
 )
 _INSERT_LINES = insert(cast(Table, OrderLine.__table__))
 _INSERT_EVENTS = insert(cast(Table, Event.__table__))
+_PARCELS = cast(Table, Parcel.__table__)
+_PARCEL_LINE_TABLE = cast(Table, ParcelLine.__table__)
+#: new parcels and their lines, ids back in the order of the rows
+_INSERT_PARCELS = insert(_PARCELS).returning(_PARCELS.c.id, sort_by_parameter_order=True)
+_INSERT_PARCEL_LINES = insert(_PARCEL_LINE_TABLE).returning(
+    _PARCEL_LINE_TABLE.c.id, sort_by_parameter_order=True
+)
+#: the stock moves reserving parcel lines (``b_id``: the line, ``b_moves``: the move ids)
+_SET_LINE_MOVES = (
+    update(_PARCEL_LINE_TABLE)
+    .where(
+        _PARCEL_LINE_TABLE.c.id == bindparam("b_id"),
+        beside_key(_PARCEL_LINE_TABLE.c.tenant_id) == bindparam("b_tid"),
+    )
+    .values(move_ids=bindparam("b_moves"))
+)
+#: parcels (``ids``) reserved
+_PARCELS_RESERVED = (
+    update(_PARCELS)
+    .where(
+        _PARCELS.c.id.in_(bindparam("ids", expanding=True)),
+        beside_key(_PARCELS.c.tenant_id) == bindparam("b_tid"),
+    )
+    .values(state="reserved")
+)
 
 
 def _insert_orders(
@@ -943,28 +968,37 @@ def _process(
         ready = [o for o in ready if o.merged_into_id is None]
     plan_input = _routing_input(session, ctx, lines)
     strategies = extra_strategies(hooks)
-    planned: list[tuple[Parcel, tuple[tuple[int, Decimal], ...]]] = []
+    planned: list[tuple[dict[str, Any], tuple[tuple[int, Decimal], ...]]] = []
     for o in ready:
         if _route(session, o, lines, plan_input, cfg, strategies, actor, planned):
             res.routed += 1
     # what was planned here, handed to the reservation, which need not read it back
-    known = _Planned()
-    if planned:
-        session.flush()  # the page's parcels in one statement: their ids for the lines
-        for p, parcel_lines in planned:
-            pls = [
-                ParcelLine(parcel_id=p.id, order_line_id=line_id, quantity=qty, move_ids=[])
-                for line_id, qty in parcel_lines
-            ]
-            session.add_all(pls)
-            known.parcels.setdefault(p.order_id, []).append(p)
-            known.lines[p.id] = pls
-        known.skus = {ln.id: ln.sku_id for page in lines.values() for ln in page}
-        session.flush()  # the lines' ids: the reservation's idempotency keys
+    known = _store_planned(session, planned)
+    known.skus = {ln.id: ln.sku_id for page in lines.values() for ln in page}
     with inv.stock_change_batch(session):  # one stock report (and push mark) per run
         _reserve_and_ship(session, orders, cfg, res, hooks, actor, known)
     session.flush()
     return res
+
+
+@dataclass(slots=True)
+class _NewParcel:
+    """A parcel planned and stored in this transaction, with no ORM object: what the
+    reservation needs of it."""
+
+    id: int
+    order_id: int
+    warehouse_id: int
+
+
+@dataclass(slots=True)
+class _NewParcelLine:
+    """A line of a :class:`_NewParcel`."""
+
+    id: int
+    parcel_id: int
+    order_line_id: int
+    quantity: Decimal
 
 
 @dataclass
@@ -973,9 +1007,42 @@ class _Planned:
     SKUs of the order lines read (order line id -> SKU id): what :func:`reserve_orders` would
     otherwise read back."""
 
-    parcels: dict[int, list[Parcel]] = field(default_factory=dict)
-    lines: dict[int, list[ParcelLine]] = field(default_factory=dict)
+    parcels: dict[int, list[_NewParcel]] = field(default_factory=dict)
+    lines: dict[int, list[_NewParcelLine]] = field(default_factory=dict)
     skus: dict[int, int | None] = field(default_factory=dict)
+
+
+def _store_planned(
+    session: Session, planned: Sequence[tuple[dict[str, Any], tuple[tuple[int, Decimal], ...]]]
+) -> _Planned:
+    """Insert the parcels :func:`_route` planned (their rows, each with its lines as (order
+    line id, quantity)) with one INSERT per table, no ORM objects; what was stored."""
+    known = _Planned()
+    if not planned:
+        return known
+    tid = _tid(session)
+    parcel_ids = list(session.scalars(_INSERT_PARCELS, [row for row, _ in planned]))
+    line_rows: list[dict[str, Any]] = []
+    for pid, (row, parcel_lines) in zip(parcel_ids, planned, strict=True):
+        known.parcels.setdefault(row["order_id"], []).append(
+            _NewParcel(pid, row["order_id"], row["warehouse_id"])
+        )
+        line_rows.extend(
+            {
+                "tenant_id": tid,
+                "parcel_id": pid,
+                "order_line_id": line_id,
+                "quantity": qty,
+                "move_ids": [],
+            }
+            for line_id, qty in parcel_lines
+        )
+    line_ids = list(session.scalars(_INSERT_PARCEL_LINES, line_rows))
+    for lid, r in zip(line_ids, line_rows, strict=True):
+        known.lines.setdefault(r["parcel_id"], []).append(
+            _NewParcelLine(lid, r["parcel_id"], r["order_line_id"], r["quantity"])
+        )
+    return known
 
 
 def _reserve_and_ship(
@@ -1199,10 +1266,10 @@ def _route(
     cfg: Config,
     strategies: Mapping[str, Any],
     actor: str,
-    planned: list[tuple[Parcel, tuple[tuple[int, Decimal], ...]]],
+    planned: list[tuple[dict[str, Any], tuple[tuple[int, Decimal], ...]]],
 ) -> bool:
-    """Plan the order's parcels (added to the session; their lines, which need the parcels'
-    ids, are appended to ``planned`` for the caller to add after one flush)."""
+    """Plan the order's parcels: their rows, each with its lines, are appended to
+    ``planned`` for the caller to store together."""
     mine = [
         ln
         for ln in lines[o.id]
@@ -1251,19 +1318,22 @@ def _route(
         for line_id, qty in parcel.lines:
             key = (sku_of[line_id] or 0, parcel.warehouse_id)
             inp.stock[key] = inp.stock.get(key, ZERO) - qty
+    now = utcnow()
+    tid = o.tenant_id
     for parcel in plan.parcels:
-        p = Parcel(
-            order_id=o.id,
-            warehouse_id=parcel.warehouse_id,
-            courier_code=parcel.courier_code or "",
-            weight_kg=parcel.weight_kg,
-            shipping_cost=parcel.cost,
-            state="planned",
-        )
-        session.add(p)
-        planned.append((p, tuple(parcel.lines)))
+        row = {
+            "tenant_id": tid,
+            "order_id": o.id,
+            "warehouse_id": parcel.warehouse_id,
+            "courier_code": parcel.courier_code or "",
+            "weight_kg": parcel.weight_kg,
+            "shipping_cost": parcel.cost,
+            "state": "planned",
+            "created_at": now,
+        }
+        planned.append((row, tuple(parcel.lines)))
     o.status = "routed"
-    o.updated_at = utcnow()
+    o.updated_at = now
     where = ", ".join(f"#{p.warehouse_id}/{p.courier_code or '-'}" for p in plan.parcels)
     event(
         session,
@@ -1305,12 +1375,14 @@ def _reserve_orders(
     transaction: all the planned parcels these orders have) are not read back."""
     if not orders:
         return {}
-    of_order: dict[int, list[Parcel]] = defaultdict(list)
-    by_parcel: dict[int, list[ParcelLine]] = defaultdict(list)
+    of_order: dict[int, list[Parcel | _NewParcel]] = defaultdict(list)
+    by_parcel: dict[int, list[ParcelLine | _NewParcelLine]] = defaultdict(list)
+    p: Parcel | _NewParcel
+    pl: ParcelLine | _NewParcelLine
     for o in orders:
         for p in known.parcels.get(o.id, ()):
             of_order[o.id].append(p)
-            by_parcel[p.id] = known.lines[p.id]
+            by_parcel[p.id].extend(known.lines[p.id])
     rest = [o.id for o in orders if o.id not in known.parcels]
     if rest:
         parcels = list(session.scalars(_PLANNED_PARCELS, {"ids": rest}))
@@ -1324,7 +1396,7 @@ def _reserve_orders(
     ]
     if unknown:
         skus.update(session.execute(_LINE_SKUS, {"ids": unknown}).all())
-    asks: list[ParcelLine] = []
+    asks: list[ParcelLine | _NewParcelLine] = []
     requests: list[inv.ReserveRequest] = []
     for o in orders:  # in the caller's order: FIFO between orders
         for p in of_order[o.id]:
@@ -1344,18 +1416,33 @@ def _reserve_orders(
                     )
                 )
     got = inv.reserve_many(session, requests, hooks=hooks)
+    tid = _tid(session)
+    # the rows stored in this transaction are updated with Core statements, the rest as objects
+    moved: list[dict[str, Any]] = []
     for pl, r in zip(asks, got.reservations, strict=True):
         if r is not None:
-            pl.move_ids = [x.move_id for x in r.lines]
+            move_ids = [x.move_id for x in r.lines]
+            if isinstance(pl, ParcelLine):
+                pl.move_ids = move_ids
+            else:
+                moved.append({"b_id": pl.id, "b_tid": tid, "b_moves": move_ids})
+    if moved:
+        session.execute(_SET_LINE_MOVES, moved)
     now = utcnow()
+    reserved: list[int] = []
     for o in orders:
         if o.id in got.shortages:
             continue
         for p in of_order[o.id]:
-            p.state = "reserved"
+            if isinstance(p, Parcel):
+                p.state = "reserved"
+            else:
+                reserved.append(p.id)
         o.status = "reserved"
         o.updated_at = now
         event(session, o, "reserved", N_("%(n)s parcel(s)", n=len(of_order[o.id])))
+    if reserved:
+        session.execute(_PARCELS_RESERVED, {"ids": reserved, "b_tid": tid})
     return dict(got.shortages)
 
 
@@ -1766,6 +1853,17 @@ def writeback_many(
             with ThreadPoolExecutor(max_workers=min(concurrency, len(rest))) as pool:
                 outcomes.extend(pool.map(send, rest))
             break
+    with _events_together(session):
+        return _record_writebacks(session, parcels, outcomes, carried)
+
+
+def _record_writebacks(
+    session: Session,
+    parcels: Sequence[Parcel],
+    outcomes: list[Exception | None],
+    carried: dict[int, dict[int, list[str]]],
+) -> list[bool]:
+    """:func:`writeback_many`'s outcomes on the parcels and the orders' timelines."""
     now = utcnow()
     accepted = []
     for p, exc in zip(parcels, outcomes, strict=True):

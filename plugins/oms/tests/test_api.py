@@ -513,3 +513,42 @@ def test_processing_writes_the_timeline_at_once_in_order_and_nothing_on_error(
         # outside such a block a step is an ORM object, flushed as before
         svc.event(s, o, "note", "alone")
         assert timeline(s, o.id)[-1] == "note"
+
+
+def test_processing_stores_parcels_without_orm_objects_reserved_with_their_moves(
+    acme: Any, erp_db: Any, make_tenant: Any
+):
+    from erp_oms.models import ParcelLine
+
+    from erp_core.inventory.models import Move
+
+    with erp_db.tenant_session(acme.id) as s:
+        split = svc.ingest(s, None, "", _platform_order("P-40", "TEA", qty=6))  # 3 HZ, 5 BJ
+        cups = svc.ingest(s, None, "", _platform_order("P-41", "CUP", qty=2, buyer="b2"))
+        res = svc.process(s, order_ids=[split.id, cups.id])
+        assert res.reserved == 2
+        assert not [x for x in s.identity_map.values() if isinstance(x, (Parcel, ParcelLine))]
+        parcels = s.scalars(select(Parcel).order_by(Parcel.id)).all()
+        assert [(p.order_id, p.state, p.tenant_id) for p in parcels] == [
+            (split.id, "reserved", acme.id),
+            (split.id, "reserved", acme.id),
+            (cups.id, "reserved", acme.id),
+        ]
+        lines = s.scalars(select(ParcelLine).order_by(ParcelLine.id)).all()
+        assert [pl.parcel_id for pl in lines] == [p.id for p in parcels]
+        assert lines[0].quantity + lines[1].quantity == 6  # split over the two warehouses
+        assert parcels[0].warehouse_id != parcels[1].warehouse_id
+        assert lines[2].quantity == 2
+        for pl in lines:
+            assert pl.tenant_id == acme.id
+            moves = s.scalars(select(Move).where(Move.id.in_(pl.move_ids))).all()
+            # the reservation's moves, keyed by the line, hold the line's quantity
+            assert {m.idempotency_key for m in moves} == {f"oms:parcel-line:{pl.id}"}
+            assert sum(m.reserved for m in moves) == pl.quantity
+        # taken again, nothing more is planned or reserved
+        assert svc.process(s, order_ids=[split.id, cups.id]).reserved == 0
+        assert len(s.scalars(select(Parcel)).all()) == 3
+    other = make_tenant("other", plugins=("oms",))
+    with erp_db.tenant_session(other.id) as s:
+        assert s.scalars(select(Parcel)).all() == []
+        assert s.scalars(select(ParcelLine)).all() == []
