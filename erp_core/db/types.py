@@ -31,23 +31,28 @@ class ScaledDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
         if value is None:
             return None
-        if isinstance(value, float):
+        if type(value) is Decimal:
+            d = value
+        elif isinstance(value, float):
             raise TypeError("floats are not accepted for exact decimal columns; use Decimal")
-        try:
-            d = Decimal(value)
-        except (InvalidOperation, TypeError):
-            raise ValueError(f"{value!r} is not a decimal number") from None
+        else:
+            try:
+                d = Decimal(value)
+            except (InvalidOperation, TypeError):
+                raise ValueError(f"{value!r} is not a decimal number") from None
         if not d.is_finite():
             raise ValueError(f"{value!r} is not a finite number")
         scaled = d * self._factor
-        if scaled != scaled.to_integral_value():
+        whole = int(scaled)
+        if whole != scaled:
             raise ValueError(f"{d} has more than {self.scale} decimal places")
-        return int(scaled)
+        return whole
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return (Decimal(int(value)) / self._factor).quantize(self._quantum)
+        # exactly ``scale`` decimals (1.0000 for 10000 at scale 4), as quantizing would give
+        return Decimal(int(value)).scaleb(-self.scale)
 
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import operator
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -109,13 +110,22 @@ def check_period(period: str) -> str:
     return period
 
 
+#: ``Decimal("1e-N")`` by N, for the quantizing done per posting
+_QUANTUM = {n: Decimal(1).scaleb(-n) for n in range(RATE_PLACES + 1)}
+
+
+def _quantum(places: int) -> Decimal:
+    q = _QUANTUM.get(places)
+    return q if q is not None else Decimal(1).scaleb(-places)
+
+
 def fmt(amount: Decimal, places: int) -> str:
     """``amount`` as plain text with exactly ``places`` decimals (never scientific)."""
-    return f"{amount.quantize(Decimal(1).scaleb(-places)):f}"
+    return f"{amount.quantize(_quantum(places)):f}"
 
 
 def fmt_rate(rate: Decimal) -> str:
-    text_ = f"{rate.quantize(Decimal(1).scaleb(-RATE_PLACES)):f}"
+    text_ = f"{rate.quantize(_QUANTUM[RATE_PLACES]):f}"
     return text_.rstrip("0").rstrip(".") if "." in text_ else text_
 
 
@@ -126,7 +136,10 @@ def _places(d: Decimal) -> int:
 
 def _fits(d: Decimal, places: int) -> bool:
     """Whether ``d`` has at most ``places`` decimals (trailing zeros do not count)."""
-    return _places(d) <= places or d == d.quantize(Decimal(1).scaleb(-places))
+    exp = d.as_tuple().exponent
+    if not isinstance(exp, int) or -exp <= places:
+        return True
+    return d == d.quantize(_quantum(places))
 
 
 def _as_decimal(value: object, what: str) -> Decimal:
@@ -571,6 +584,24 @@ def _text_problem(value: object, what: str, limit: int, *, required: bool) -> st
     return None
 
 
+#: a posting's dimensions, in the order of DIMENSIONS
+_dims_of = operator.attrgetter(*DIMENSIONS)
+
+
+def _dims_ok(values: Iterable[str | None]) -> bool:
+    """:func:`_text_ok` of every dimension value (None or plain ASCII text within the limit),
+    with one pass over their joined text."""
+    texts = [v for v in values if v is not None]
+    if not texts:
+        return True
+    if not all(type(v) is str for v in texts):
+        return False
+    if max(map(len, texts)) > LIMITS["dimension"]:
+        return False
+    joined = "".join(texts)
+    return joined.isascii() and "\x00" not in joined
+
+
 def _normalize(draft: EntryDraft, tenant: Tenant) -> tuple[list[_Line], list[str]]:
     """Check what needs no database; returns the lines (with tenant-currency amounts)."""
     problems: list[str] = []
@@ -645,21 +676,20 @@ def _normalize(draft: EntryDraft, tenant: Tenant) -> tuple[list[_Line], list[str
             p_memo = _text_problem(pd.memo, f"{where}: memo", LIMITS["memo"], required=False)
             if p_memo:
                 problems.append(p_memo)
-        dims: dict[str, str | None] = {}
-        for dim in DIMENSIONS:
-            value = getattr(pd, dim)
-            if value == "":
-                value = None
-            if not _text_ok(value, LIMITS["dimension"], False):
+        dims = {d: None if v == "" else v for d, v in zip(DIMENSIONS, _dims_of(pd), strict=True)}
+        if not _dims_ok(dims.values()):  # the common case decided at once, else each one
+            for dim, value in dims.items():
                 dp = _text_problem(value, f"{where}: {dim}", LIMITS["dimension"], required=False)
                 if dp:
                     problems.append(dp)
-            dims[dim] = value
         if len(problems) > before:
             continue
-        with localcontext() as ctx:
-            ctx.prec = 60
-            base = (amount * rate).quantize(Decimal(1).scaleb(-base_places), ROUND_HALF_UP)
+        if rate == 1:
+            base = amount.quantize(_quantum(base_places), ROUND_HALF_UP)  # as amount * 1 would
+        else:
+            with localcontext() as ctx:
+                ctx.prec = 60
+                base = (amount * rate).quantize(_quantum(base_places), ROUND_HALF_UP)
         if abs(base) >= MAX_AMOUNT:
             problems.append(f"{where}: {base_cur} amount {base} is too large")
         lines.append(

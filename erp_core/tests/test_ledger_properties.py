@@ -284,3 +284,31 @@ def test_the_fast_text_check_never_passes_what_the_full_one_refuses(
 
     if _text_ok(value, limit, required):
         assert _text_problem(value, "field", limit, required=required) is None
+
+
+_DIM_VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=120),  # non-ASCII, NUL, surrogates and over-long values among them
+    st.text(alphabet="abcXYZ-_ 0123", max_size=110),
+    st.integers(),
+)
+
+
+@given(st.lists(_DIM_VALUES, min_size=5, max_size=5))
+def test_the_dimensions_quick_check_agrees_with_each_value_checked_alone(values: list[Any]):
+    """The one-pass check of a posting's dimensions passes exactly when each value alone
+    passes (when it does not, each value is checked again for its message)."""
+    alone = all(service._text_ok(v, service.LIMITS["dimension"], False) for v in values)
+    assert service._dims_ok(values) == alone
+
+
+@given(
+    st.decimals(
+        allow_nan=False, allow_infinity=False, places=6, min_value=-(10**9), max_value=10**9
+    ),
+    st.sampled_from([0, 2, 4, 10]),
+)
+def test_fits_and_fmt_agree_with_quantizing(d: D, places: int):
+    q = D(1).scaleb(-places)
+    assert service._fits(d, places) == (d == d.quantize(q))
+    assert service.fmt(d, places) == f"{d.quantize(q):f}"
