@@ -260,6 +260,50 @@ def test_cookies_a_platform_sets_are_never_sent_back():
     assert seen == [None, None, None]
 
 
+def test_a_call_goes_out_as_httpx_client_would_build_it():
+    """The transport is called directly (not through httpx.Client.send): the request it gets
+    is the one the client would have built, base URL, headers, query and body alike."""
+    got: list[httpx.Request] = []
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        got.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    with ChannelHTTPClient(
+        "https://gw.example.com/api",
+        headers={"X-App": "erp", "User-Agent": "erp-test"},
+        timeouts=Timeouts(connect=1, read=2, write=3, pool=4),
+        transport=httpx.MockTransport(platform),
+    ) as c:
+        result = c.post(
+            "/router/rest?sign=AB",
+            params={"v": "2.0"},
+            headers={"X-Call": "1"},
+            data={"method": "x.y", "nick": "张三&李四"},
+        )
+        assert result.data == {"ok": True}
+        assert result.response.request is got[0]
+        assert result.response.elapsed.total_seconds() >= 0
+        c.post("https://other.example.com/x", json={"a": 1})
+        expected = [
+            c._client.build_request(
+                "POST",
+                "/router/rest",
+                params={"sign": "AB", "v": "2.0"},
+                headers={"X-Call": "1"},
+                data={"method": "x.y", "nick": "张三&李四"},
+            ),
+            c._client.build_request("POST", "https://other.example.com/x", json={"a": 1}),
+        ]
+    assert [r.url for r in got] == [e.url for e in expected]
+    assert str(got[0].url).startswith("https://gw.example.com/api/router/rest?")
+    assert [r.headers.raw for r in got] == [e.headers.raw for e in expected]
+    assert [r.read() for r in got] == [e.read() for e in expected]
+    assert [r.extensions["timeout"] for r in got] == [
+        {"connect": 1.0, "read": 2.0, "write": 3.0, "pool": 4.0}
+    ] * 2
+
+
 def test_every_attempt_is_signed_afresh(server):
     signs: list[str] = []
     clock = FakeClock()
