@@ -267,11 +267,31 @@ def kept_rows(session: Session, cls: type[M], ids: Iterable[int]) -> dict[int, M
             out[ident] = obj
     if absent:  # (the session's own rows first: asking the cache flushes pending changes)
         kept: dict[tuple[type[Any], int], Any] = cached(session, "erp.rows", dict)
+        merged = []
         for ident in absent:
             snap = kept.get((cls, ident))
             if snap is not None:
-                out[ident] = session.merge(snap, load=False)
+                merged.append(obj := session.merge(snap, load=False))
+                out[ident] = obj
+        if merged:
+            _hold(session, merged)
     return out
+
+
+#: ``Session.info`` key: (transaction, rows merged from the kept copies in it)
+_MERGED = "erp_kept_merged"
+
+
+def _hold(session: Session, objs: list[Any]) -> None:
+    """Hold rows merged into the session until its transaction ends. The identity map holds
+    objects weakly: a row the caller let go of (the tenant read for its currency, say) would
+    be gone at the next look-up, and merged again, several times a transaction."""
+    txn = session.get_transaction()
+    held = session.info.get(_MERGED)
+    if held is None or held[0] is not txn:
+        session.info[_MERGED] = (txn, objs)
+    else:
+        held[1].extend(objs)
 
 
 def keep_rows(session: Session, objs: Iterable[Any]) -> None:

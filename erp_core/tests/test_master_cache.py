@@ -298,3 +298,29 @@ def test_kept_rows_stop_at_their_bound_and_reads_go_on(
             assert [cache.kept_row(s, Sku, i).code for i in ids] == ["M0", "M1", "M2"]  # type: ignore[union-attr]
             kept: dict[Any, Any] = cache.cached(s, "erp.rows", dict)
             assert len(kept) == 2
+
+
+def test_a_kept_row_is_merged_once_a_transaction_even_when_let_go(
+    erp_db: Database, two: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    a, _ = two
+    with erp_db.tenant_session(a) as s:
+        sku_id = s.scalars(select(Sku.id).where(Sku.code == "S1")).one()
+        assert cache.kept_row(s, Sku, sku_id) is not None  # read, and kept for later ones
+    merges: list[Any] = []
+    real_merge = Session.merge
+
+    def counting_merge(self: Session, obj: Any, **kw: Any) -> Any:
+        merges.append(obj)
+        return real_merge(self, obj, **kw)
+
+    monkeypatch.setattr(Session, "merge", counting_merge)
+    for _ in range(2):
+        with erp_db.tenant_session(a) as s:
+            for _ in range(3):
+                # the caller keeps no reference: the identity map alone would drop the row
+                assert cache.kept_row(s, Sku, sku_id).name == "A's"  # type: ignore[union-attr]
+                gc.collect()
+    assert len(merges) == 2  # once in each transaction
