@@ -1021,7 +1021,9 @@ def _store_planned(
     if not planned:
         return known
     tid = _tid(session)
-    parcel_ids = list(session.scalars(_INSERT_PARCELS, [row for row, _ in planned]))
+    # on the connection: rows with no ORM objects need no ORM execution (nor its autoflush)
+    conn = session.connection()
+    parcel_ids = list(conn.execute(_INSERT_PARCELS, [row for row, _ in planned]).scalars())
     line_rows: list[dict[str, Any]] = []
     for pid, (row, parcel_lines) in zip(parcel_ids, planned, strict=True):
         known.parcels.setdefault(row["order_id"], []).append(
@@ -1037,7 +1039,7 @@ def _store_planned(
             }
             for line_id, qty in parcel_lines
         )
-    line_ids = list(session.scalars(_INSERT_PARCEL_LINES, line_rows))
+    line_ids = list(conn.execute(_INSERT_PARCEL_LINES, line_rows).scalars())
     for lid, r in zip(line_ids, line_rows, strict=True):
         known.lines.setdefault(r["parcel_id"], []).append(
             _NewParcelLine(lid, r["parcel_id"], r["order_line_id"], r["quantity"])
@@ -1427,7 +1429,7 @@ def _reserve_orders(
             else:
                 moved.append({"b_id": pl.id, "b_tid": tid, "b_moves": move_ids})
     if moved:
-        session.execute(_SET_LINE_MOVES, moved)
+        session.connection().execute(_SET_LINE_MOVES, moved)
     now = utcnow()
     reserved: list[int] = []
     for o in orders:
@@ -1442,7 +1444,7 @@ def _reserve_orders(
         o.updated_at = now
         event(session, o, "reserved", N_("%(n)s parcel(s)", n=len(of_order[o.id])))
     if reserved:
-        session.execute(_PARCELS_RESERVED, {"ids": reserved, "b_tid": tid})
+        session.connection().execute(_PARCELS_RESERVED, {"ids": reserved, "b_tid": tid})
     return dict(got.shortages)
 
 
