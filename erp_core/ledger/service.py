@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 
 from erp_core.audit.service import record
 from erp_core.db.base import utcnow
+from erp_core.db.bulk import RowInsert
 from erp_core.db.cache import cached, kept_row
 from erp_core.db.session import session_tenant
 from erp_core.ledger.accounts import (
@@ -793,7 +794,8 @@ def _replay_message(key: str, entry_id: int) -> str:
 _ENTRY_TABLE = cast(Table, JournalEntry.__table__)
 #: new entries, their (key, id) returned; their postings (built once)
 _INSERT_ENTRIES = insert(_ENTRY_TABLE).returning(_ENTRY_TABLE.c.idempotency_key, _ENTRY_TABLE.c.id)
-_INSERT_POSTINGS = insert(cast(Table, Posting.__table__))
+#: many postings in one executemany (erp_core.db.bulk)
+_INSERT_POSTINGS = RowInsert(cast(Table, Posting.__table__))
 #: the entries already posted under some keys: (key, id, digest), built once
 _POSTED = select(JournalEntry.idempotency_key, JournalEntry.id, JournalEntry.digest).where(
     JournalEntry.idempotency_key.in_(bindparam("keys", expanding=True))
@@ -1176,7 +1178,7 @@ def _post_entries(
                     for _, d, lines, _ in new
                     for row in _posting_rows(tenant.id, ids[d.idempotency_key], d, lines, accounts)
                 ]
-                session.execute(_INSERT_POSTINGS, rows)
+                _INSERT_POSTINGS(session.connection(), rows)
         except IntegrityError:
             done = [_post(session, d, hooks=None, actor=a) for d, a in items]
             return done if returning else []

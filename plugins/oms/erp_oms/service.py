@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
 from erp_core.channels.types import Order as ChannelOrder
 from erp_core.db.base import beside_key, utcnow
+from erp_core.db.bulk import RowInsert
 from erp_core.db.cache import cached, kept_row
 from erp_core.db.session import session_tenant
 from erp_core.db.types import Quantity
@@ -157,7 +158,9 @@ def _events_together(session: Session) -> Iterator[None]:
     finally:
         del session.info[_GATHERED_EVENTS]
     if gathered:
-        session.execute(_INSERT_EVENTS, gathered)
+        if session.new:  # (an order made in this transaction, say, goes in first)
+            session.flush()
+        _INSERT_EVENTS(session.connection(), gathered)
 
 
 def dump_message(message: object) -> dict[str, Any] | None:
@@ -421,8 +424,9 @@ def store_orders(
 _INSERT_ORDERS = insert(cast(Table, Order.__table__)).returning(
     Order.__table__.c.platform_order_id, Order.__table__.c.id
 )
-_INSERT_LINES = insert(cast(Table, OrderLine.__table__))
-_INSERT_EVENTS = insert(cast(Table, Event.__table__))
+#: order lines and timeline steps, many at a time (erp_core.db.bulk)
+_INSERT_LINES = RowInsert(cast(Table, OrderLine.__table__))
+_INSERT_EVENTS = RowInsert(cast(Table, Event.__table__))
 _PARCELS = cast(Table, Parcel.__table__)
 _PARCEL_LINE_TABLE = cast(Table, ParcelLine.__table__)
 #: new parcels and their lines, ids back in the order of the rows
@@ -527,10 +531,10 @@ def _insert_orders(
         for o, new_id in zip(orders, new_ids, strict=True)
         for ln in o.lines
     ]
-    if lines:
-        session.execute(_INSERT_LINES, lines)
-    session.execute(
-        _INSERT_EVENTS,
+    conn = session.connection()
+    _INSERT_LINES(conn, lines)
+    _INSERT_EVENTS(
+        conn,
         [
             _event_row(tid, new_id, kind, message, now, data)
             for new_id, steps in zip(new_ids, firsts, strict=True)

@@ -1,0 +1,115 @@
+"""``erp_core.db.bulk.RowInsert`` writes what SQLAlchemy's own INSERT writes."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Table, insert, select
+
+from erp_core.audit.models import AuditEvent
+from erp_core.db.bulk import RowInsert
+from erp_core.db.session import Database
+from erp_core.ledger import service as ledger
+from erp_core.ledger.models import JournalEntry, Posting
+from erp_core.ledger.types import EntryDraft, PostingDraft
+
+AUDIT = cast(Table, AuditEvent.__table__)
+POSTINGS = cast(Table, Posting.__table__)
+_texts = st.text(max_size=40)
+_n = itertools.count()  # (NUL, surrogates and the like are not the point here)
+
+
+def _stored(db: Database, tid: int, table: Table, action_or_entry: str | int) -> list[Any]:
+    with db.tenant_session(tid) as s:
+        c = table.c
+        if table is AUDIT:
+            q = select(table).where(c.action == action_or_entry).order_by(c.id)
+        else:
+            q = select(table).where(c.entry_id == action_or_entry).order_by(c.line)
+        return [{k: v for k, v in r._mapping.items() if k != "id"} for r in s.execute(q)]
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {"target": _texts, "details": st.dictionaries(_texts, st.integers() | _texts)},
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+)
+def test_rows_with_json_times_and_defaults_as_core_writes_them(
+    erp_db: Database, make_tenant: Any, rows: list[dict[str, Any]], at: datetime
+) -> None:
+    tid = make_tenant(f"bulk-{next(_n)}").id
+    fast = [{**r, "tenant_id": tid, "action": "fast", "at": at.replace(tzinfo=UTC)} for r in rows]
+    slow = [{**r, "action": "slow"} for r in fast]
+    with erp_db.tenant_session(tid) as s:
+        RowInsert(AUDIT)(s.connection(), fast)
+        s.connection().execute(insert(AUDIT), slow)
+    got, want = _stored(erp_db, tid, AUDIT, "fast"), _stored(erp_db, tid, AUDIT, "slow")
+    assert [{**g, "action": "slow"} for g in got] == want
+    # the columns left out took their defaults (outcome "ok", actor "")
+    assert {(g["outcome"], g["actor"]) for g in got} == {("ok", "")}
+
+
+def test_exact_decimals_dates_and_a_bad_value(erp_db: Database, make_tenant: Any) -> None:
+    tid = make_tenant("bulk-dec").id
+    with erp_db.tenant_session(tid) as s:
+        ledger.post_entry(
+            s,
+            EntryDraft(
+                date=datetime(2026, 11, 30).date(),
+                narration="seed",
+                postings=(
+                    PostingDraft(account="1122", amount=Decimal("1.00")),
+                    PostingDraft(account="5001", amount=Decimal("-1.00")),
+                ),
+                idempotency_key="bulk-seed",
+            ),
+        )
+        entry = s.scalars(select(JournalEntry)).one()
+        (first, second) = s.scalars(select(Posting).order_by(Posting.line)).all()
+        base = {
+            c: getattr(first, c)
+            for c in ("tenant_id", "account_id", "date", "period", "currency", "rate")
+        }
+        rows = [
+            {
+                **base,
+                "entry_id": entry.id,
+                "line": 10 + n,
+                "amount": amt,
+                "amount_base": amt,
+                "memo": memo,
+                "channel": None,
+                "store": "店",
+                "sku": None,
+                "order_ref": None,
+                "warehouse": None,
+            }
+            for n, (amt, memo) in enumerate([(Decimal("12.3456"), "a"), (Decimal("-7"), "乙")])
+        ]
+        RowInsert(POSTINGS)(s.connection(), rows)
+        s.connection().execute(insert(POSTINGS), [{**r, "line": r["line"] + 10} for r in rows])
+        with pytest.raises(ValueError, match="decimal places"):
+            RowInsert(POSTINGS)(s.connection(), [{**rows[0], "amount": Decimal("0.00001")}])
+        with pytest.raises(ValueError, match="same columns"):
+            RowInsert(POSTINGS)(s.connection(), [rows[0], {**rows[1], "extra": 1}])
+        assert second.amount == Decimal("-1.0000")
+    stored = _stored(erp_db, tid, POSTINGS, entry.id)
+    fast = [r for r in stored if 10 <= r["line"] < 20]
+    slow = [r for r in stored if r["line"] >= 20]
+    assert [{**r, "line": r["line"] + 10} for r in fast] == slow
+    assert [r["amount"] for r in fast] == [Decimal("12.3456"), Decimal("-7.0000")]
+    assert fast[0]["date"] == base["date"] and fast[1]["memo"] == "乙"
