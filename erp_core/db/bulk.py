@@ -103,3 +103,67 @@ class RowInsert:
         if plan is None:
             plan = plans[keys] = _Plan(self.table, dialect, keys)
         connection.exec_driver_sql(plan.sql, plan.params(rows))
+
+
+class _StatementPlan:
+    """A Core statement with bound parameters, compiled for one dialect: its SQL, and per
+    placeholder the parameter's name, processor and value when the statement holds it."""
+
+    def __init__(self, stmt: Any, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        names = list(compiled.positiontup or ()) if self.positional else list(by_name)
+        self.slots: list[tuple[str, _Processor, bool, Any]] = []
+        for name in names:
+            bind = by_name[name]
+            if bind.expanding:
+                raise ValueError(f"RowStatement: {name!r} is an expanding parameter")
+            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            given = bind.required  # named at each execution; else a value the statement holds
+            fixed = None
+            if not given:
+                value = bind.effective_value
+                fixed = proc(value) if proc is not None else value
+            self.slots.append((name, proc, given, fixed))
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        slots = self.slots
+        if self.positional:
+            return [
+                tuple(
+                    (r[n] if p is None else p(r[n])) if given else fixed
+                    for n, p, given, fixed in slots
+                )
+                for r in rows
+            ]
+        return [
+            {
+                n: (r[n] if p is None else p(r[n])) if given else fixed
+                for n, p, given, fixed in slots
+            }
+            for r in rows
+        ]
+
+
+class RowStatement:
+    """``RowStatement(stmt)(connection, rows)``: a Core statement built with
+    ``bindparam()`` (an ``UPDATE ... WHERE id = :id``, say) run once per row of parameters in
+    one ``executemany``, compiled once per dialect, its values processed by us (see the
+    module's docstring). Returns the result (its ``rowcount`` counts every row changed)."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._plans: weakref.WeakKeyDictionary[Dialect, _StatementPlan] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
+        if not rows:
+            raise ValueError("RowStatement needs at least one row of parameters")
+        dialect = connection.dialect
+        plan = self._plans.get(dialect)
+        if plan is None:
+            plan = self._plans[dialect] = _StatementPlan(self.stmt, dialect)
+        return connection.exec_driver_sql(plan.sql, plan.params(rows))

@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from erp_core.db.base import beside_key, utcnow
+from erp_core.db.bulk import RowStatement
 from erp_core.db.cache import cached, keep_rows, kept_row, kept_rows
 from erp_core.db.session import SYSTEM_KEY, fetch_one_raw, session_tenant
 from erp_core.db.types import Quantity
@@ -1664,11 +1665,11 @@ def _reserve_groups(
             )
         op.touched.add((sku.id, wh.id))
     params = [{"qid": q, "tid": op.tid, "take": t} for q, t in sorted(by_quant.items())]
-    if op.conn.execute(_TAKE, params).rowcount != len(params):  # pragma: no cover - locked
+    if _TAKE_MANY(op.conn, params).rowcount != len(params):  # pragma: no cover - locked
         raise RuntimeError("the locked stock changed under a reservation")
 
     def give_back() -> None:
-        op.conn.execute(_GIVE_BACK, params)
+        _GIVE_BACK_MANY(op.conn, params)
 
     op.undo.append(give_back)
     ids = _insert_rows_returning_ids(op, rows)
@@ -2243,8 +2244,8 @@ def _apply_done(op: _Op, rows: Sequence[_Row]) -> None:
             _touch(op, r.sku.id, r.dst)
         r.state = "done"
     if taken:  # one statement for all the quants the moves leave, in lock order
-        res = op.conn.execute(
-            _TAKE_DONE,
+        res = _TAKE_DONE(
+            op.conn,
             [
                 {"t": op.tid, "s": sku, "l": loc, "k": lot, "q": qty}
                 for (sku, loc, lot), qty in sorted(taken.items())
@@ -2259,7 +2260,8 @@ def _apply_done(op: _Op, rows: Sequence[_Row]) -> None:
 
 
 #: A reserved quantity leaves its quant (executemany: one parameter set per quant).
-_TAKE_DONE = (
+#: (executemany, erp_core.db.bulk) the quants that done moves leave
+_TAKE_DONE = RowStatement(
     update(Q)
     .where(
         Q.c.tenant_id == bindparam("t"),
@@ -2295,6 +2297,12 @@ _SET_VALUATION = (
         updated_at=bindparam("at", type_=VAL.c.updated_at.type),
     )
 )
+#: the statements above run for many rows at once (executemany, erp_core.db.bulk)
+_TAKE_MANY = RowStatement(_TAKE)
+_GIVE_BACK_MANY = RowStatement(_GIVE_BACK)
+_VALUE_MOVES = RowStatement(_VALUE_MOVE)
+_VALUE_AND_FINISH_MOVES = RowStatement(_VALUE_AND_FINISH_MOVE)
+_SET_VALUATIONS = RowStatement(_SET_VALUATION)
 
 
 #: a SKU's moving average row, made if missing (per dialect)
@@ -2441,11 +2449,12 @@ def _value(
                 )
         sums.append({"t": op.tid, "s": sku_id, "q": qty, "v": value, "a": avg, "at": op.now})
     if moves:
-        op.conn.execute(_VALUE_MOVE, moves)
+        _VALUE_MOVES(op.conn, moves)
     if done:
-        op.conn.execute(_VALUE_AND_FINISH_MOVE, done)
+        _VALUE_AND_FINISH_MOVES(op.conn, done)
     _expire(op.session, [m["m"] for m in (*moves, *done)])
-    op.conn.execute(_SET_VALUATION, sums)
+    if sums:
+        _SET_VALUATIONS(op.conn, sums)
     op.valued.sort(key=lambda v: v.move_id)
     return {m["m"] for m in done}
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Table, insert, select
 
 from erp_core.audit.models import AuditEvent
-from erp_core.db.bulk import RowInsert
+from erp_core.db.bulk import RowInsert, RowStatement
 from erp_core.db.session import Database
 from erp_core.ledger import service as ledger
 from erp_core.ledger.models import JournalEntry, Posting
@@ -113,3 +113,40 @@ def test_exact_decimals_dates_and_a_bad_value(erp_db: Database, make_tenant: Any
     assert [{**r, "line": r["line"] + 10} for r in fast] == slow
     assert [r["amount"] for r in fast] == [Decimal("12.3456"), Decimal("-7.0000")]
     assert fast[0]["date"] == base["date"] and fast[1]["memo"] == "乙"
+
+
+def test_a_statement_for_many_rows_changes_what_core_changes(
+    erp_db: Database, make_tenant: Any
+) -> None:
+    """An UPDATE with a parameter named twice, a value it holds itself and typed parameters,
+    run for many rows: the same rows, the same values and row count as through SQLAlchemy."""
+    from sqlalchemy import bindparam, update
+
+    c = AUDIT.c
+    stmt = (
+        update(AUDIT)
+        .where(c.id == bindparam("b_id"), c.target != bindparam("b_target"))
+        .values(target=bindparam("b_target"), outcome="denied", details=bindparam("b_details"))
+    )
+    tid = make_tenant("bulk-update").id
+    with erp_db.tenant_session(tid) as s:
+        conn = s.connection()
+        base = {"tenant_id": tid, "at": datetime(2026, 11, 30, tzinfo=UTC), "details": {}}
+        RowInsert(AUDIT)(conn, [{**base, "action": a, "target": "t"} for a in "abcd"])
+        ids = dict(s.execute(select(c.action, c.id)).all())
+        fast = [
+            {"b_id": ids["a"], "b_target": "新", "b_details": {"k": [1, "二"]}},
+            {"b_id": ids["b"], "b_target": "t", "b_details": {}},  # matches nothing
+        ]
+        slow = [{**p, "b_id": ids[x]} for p, x in zip(fast, "cd", strict=True)]
+        assert RowStatement(stmt)(conn, fast).rowcount == 1
+        assert conn.execute(stmt, slow).rowcount == 1
+        with pytest.raises(ValueError, match="at least one row"):
+            RowStatement(stmt)(conn, [])
+    with erp_db.tenant_session(tid) as s:
+        got = {
+            a: (t, o, d)
+            for a, t, o, d in s.execute(select(c.action, c.target, c.outcome, c.details))
+        }
+    assert got["a"] == got["c"] == ("新", "denied", {"k": [1, "二"]})
+    assert got["b"] == got["d"] == ("t", "ok", {})

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
 from erp_core.channels.types import Order as ChannelOrder
 from erp_core.db.base import beside_key, utcnow
-from erp_core.db.bulk import RowInsert
+from erp_core.db.bulk import RowInsert, RowStatement
 from erp_core.db.cache import cached, kept_row
 from erp_core.db.session import session_tenant
 from erp_core.db.types import Quantity
@@ -434,8 +434,9 @@ _INSERT_PARCELS = insert(_PARCELS).returning(_PARCELS.c.id, sort_by_parameter_or
 _INSERT_PARCEL_LINES = insert(_PARCEL_LINE_TABLE).returning(
     _PARCEL_LINE_TABLE.c.id, sort_by_parameter_order=True
 )
-#: the stock moves reserving parcel lines (``b_id``: the line, ``b_moves``: the move ids)
-_SET_LINE_MOVES = (
+#: the stock moves reserving parcel lines (``b_id``: the line, ``b_moves``: the move ids),
+#: many lines at once (erp_core.db.bulk)
+_SET_LINE_MOVES = RowStatement(
     update(_PARCEL_LINE_TABLE)
     .where(
         _PARCEL_LINE_TABLE.c.id == bindparam("b_id"),
@@ -1433,7 +1434,7 @@ def _reserve_orders(
             else:
                 moved.append({"b_id": pl.id, "b_tid": tid, "b_moves": move_ids})
     if moved:
-        session.connection().execute(_SET_LINE_MOVES, moved)
+        _SET_LINE_MOVES(session.connection(), moved)
     now = utcnow()
     reserved: list[int] = []
     for o in orders:
