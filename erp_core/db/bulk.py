@@ -17,9 +17,10 @@ must name the same columns; no ids come back (use ``RETURNING`` through SQLAlche
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Dialect
@@ -27,12 +28,44 @@ from sqlalchemy.engine import Connection, Dialect
 _Processor = Callable[[Any], Any] | None
 
 
-def _default_maker(arg: Any, *, callable_: bool) -> Callable[[], Any]:
-    """A column default's value for a new row: a scalar as is; a Python function called as
-    SQLAlchemy would (it wraps a function of no arguments into one taking the context)."""
-    if callable_:
-        return lambda: arg(None)
-    return lambda: arg
+class _Slot(NamedTuple):
+    """One parameter of a statement: named ``name`` for the driver, taken from the row's
+    ``key`` and run through ``proc``; or, with ``key`` None, ``fixed`` (already processed) or,
+    when ``make`` is given, ``proc(make())`` for each row."""
+
+    name: str
+    key: str | None
+    proc: _Processor = None
+    fixed: Any = None
+    make: Callable[[], Any] | None = None
+
+
+def _row_builder(
+    slots: Sequence[_Slot], *, positional: bool
+) -> Callable[[Sequence[Mapping[str, Any]]], list[Any]]:
+    """A function turning rows into the driver's parameters (tuples when ``positional``,
+    else dicts), written out for these slots so that a row costs one expression rather than
+    a loop over its values."""
+    names: dict[str, Any] = {}
+    parts = []
+    for i, slot in enumerate(slots):
+        if slot.key is not None:
+            expr = f"r[{slot.key!r}]"
+        elif slot.make is not None:
+            names[f"m{i}"] = slot.make
+            expr = f"m{i}()"
+        else:
+            names[f"c{i}"] = slot.fixed
+            parts.append(f"c{i}" if positional else f"{slot.name!r}: c{i}")
+            continue
+        if slot.proc is not None:
+            names[f"p{i}"] = slot.proc
+            expr = f"p{i}({expr})"
+        parts.append(expr if positional else f"{slot.name!r}: {expr}")
+    body = f"({', '.join(parts)},)" if positional else "{" + ", ".join(parts) + "}"
+    source = f"def build(rows):\n    return [{body} for r in rows]\n"
+    exec(compile(source, "<erp_core.db.bulk>", "exec"), names)  # our own source, keys by repr
+    return cast(Callable[[Sequence[Mapping[str, Any]]], list[Any]], names["build"])
 
 
 class _Plan:
@@ -40,37 +73,34 @@ class _Plan:
     driver's parameters."""
 
     def __init__(self, table: Table, dialect: Dialect, keys: tuple[str, ...]) -> None:
-        defaults: list[tuple[str, Callable[[], Any]]] = []
+        defaults: dict[str, tuple[Any, bool]] = {}
         for col in table.columns:
             default = col.default
             if col.key in keys or default is None or getattr(col, "_insert_sentinel", False):
                 continue
             if not (default.is_scalar or default.is_callable):
                 raise ValueError(f"{table.name}.{col.key}: a default RowInsert cannot compute")
-            arg: Any = default.arg  # type: ignore[attr-defined]
-            defaults.append((col.key, _default_maker(arg, callable_=bool(default.is_callable))))
-        self.defaults = defaults
-        names = keys + tuple(k for k, _ in defaults)
+            defaults[col.key] = (default.arg, bool(default.is_callable))  # type: ignore[attr-defined]
+        names = keys + tuple(defaults)
         compiled = insert(table).inline().compile(dialect=dialect, column_keys=list(names))
         self.sql = str(compiled)
-        self.positional = bool(compiled.positional)
-        order = list(compiled.positiontup or ()) if self.positional else list(names)
+        positional = bool(compiled.positional)
+        order = list(compiled.positiontup or ()) if positional else list(names)
         unknown = set(order) - set(names)
         if unknown:  # pragma: no cover - an INSERT binds its columns by their keys
             raise ValueError(f"{table.name}: unexpected parameters {sorted(unknown)}")
-        self.order = order
-        self.processors: list[_Processor] = [
-            table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in order
-        ]
-
-    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        order, procs = self.order, self.processors
-        if self.defaults:
-            rows = [{**r, **{k: make() for k, make in self.defaults}} for r in rows]
-        pairs = list(zip(order, procs, strict=True))
-        if self.positional:
-            return [tuple(r[k] if p is None else p(r[k]) for k, p in pairs) for r in rows]
-        return [{k: r[k] if p is None else p(r[k]) for k, p in pairs} for r in rows]
+        slots = []
+        for k in order:
+            proc = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+            if k not in defaults:
+                slots.append(_Slot(k, k, proc))
+                continue
+            arg, callable_ = defaults[k]
+            if callable_:  # SQLAlchemy wraps a function of no arguments into one of the context
+                slots.append(_Slot(k, None, proc, make=functools.partial(arg, None)))
+            else:
+                slots.append(_Slot(k, None, fixed=proc(arg) if proc is not None else arg))
+        self.params = _row_builder(slots, positional=positional)
 
 
 class RowInsert:
@@ -112,39 +142,21 @@ class _StatementPlan:
     def __init__(self, stmt: Any, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
-        self.positional = bool(compiled.positional)
         by_name = {name: bind for bind, name in compiled.bind_names.items()}
-        names = list(compiled.positiontup or ()) if self.positional else list(by_name)
-        self.slots: list[tuple[str, _Processor, bool, Any]] = []
+        positional = bool(compiled.positional)
+        names = list(compiled.positiontup or ()) if positional else list(by_name)
+        slots = []
         for name in names:
             bind = by_name[name]
             if bind.expanding:
                 raise ValueError(f"RowStatement: {name!r} is an expanding parameter")
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            given = bind.required  # named at each execution; else a value the statement holds
-            fixed = None
-            if not given:
+            if bind.required:  # named at each execution
+                slots.append(_Slot(name, name, proc))
+            else:  # a value the statement holds
                 value = bind.effective_value
-                fixed = proc(value) if proc is not None else value
-            self.slots.append((name, proc, given, fixed))
-
-    def params(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        slots = self.slots
-        if self.positional:
-            return [
-                tuple(
-                    (r[n] if p is None else p(r[n])) if given else fixed
-                    for n, p, given, fixed in slots
-                )
-                for r in rows
-            ]
-        return [
-            {
-                n: (r[n] if p is None else p(r[n])) if given else fixed
-                for n, p, given, fixed in slots
-            }
-            for r in rows
-        ]
+                slots.append(_Slot(name, None, fixed=proc(value) if proc is not None else value))
+        self.params = _row_builder(slots, positional=positional)
 
 
 class RowStatement:

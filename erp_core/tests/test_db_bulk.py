@@ -63,6 +63,25 @@ def test_rows_with_json_times_and_defaults_as_core_writes_them(
     assert {(g["outcome"], g["actor"]) for g in got} == {("ok", "")}
 
 
+def test_defaults_computed_for_each_row(erp_db: Database, make_tenant: Any) -> None:
+    """A function default (the time, a fresh dict) is called for each row, a scalar one is
+    processed once and shared; the written rows equal Core's."""
+    tid = make_tenant(f"bulk-{next(_n)}").id
+    before = datetime.now(UTC)
+    fast = [{"tenant_id": tid, "action": "dfast", "target": str(i)} for i in range(3)]
+    slow = [{**r, "action": "dslow"} for r in fast]
+    with erp_db.tenant_session(tid) as s:
+        RowInsert(AUDIT)(s.connection(), fast)
+        s.connection().execute(insert(AUDIT), slow)
+    after = datetime.now(UTC)
+    got, want = _stored(erp_db, tid, AUDIT, "dfast"), _stored(erp_db, tid, AUDIT, "dslow")
+    assert len(got) == 3
+    for g, w in zip(got, want, strict=True):
+        assert before <= g["at"] <= after
+        assert {**g, "action": "dslow", "at": None} == {**w, "at": None}
+        assert (g["details"], g["outcome"], g["target"]) == ({}, "ok", w["target"])
+
+
 def test_exact_decimals_dates_and_a_bad_value(erp_db: Database, make_tenant: Any) -> None:
     tid = make_tenant("bulk-dec").id
     with erp_db.tenant_session(tid) as s:
