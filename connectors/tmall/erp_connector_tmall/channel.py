@@ -35,6 +35,7 @@ no amount ever passes through a ``float``. Discounts: see :func:`line_from_top`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -538,10 +539,8 @@ class TmallChannel(SalesChannel):
     @property
     def endpoint(self) -> str:
         """The gateway URL: the account's ``base_url`` (a bare host gets ``/router/rest``)."""
-        url = str(self.context.base_url or self.context.config.get("base_url") or GATEWAY)
-        if httpx.URL(url).path in ("", "/"):
-            url = url.rstrip("/") + ROUTER_PATH
-        return url
+        url = self.context.base_url or self.context.config.get("base_url") or GATEWAY
+        return _gateway(str(url))
 
     @property
     def sign_method(self) -> TopSignMethod:
@@ -605,8 +604,11 @@ class TmallChannel(SalesChannel):
         _ = self.sign_method  # a misconfigured account fails before any request is made
         result = self._http.post(self.endpoint, data={**params, "method": method}, retry=retry)
         try:
-            # Parsed again from the text so that amounts are Decimals, never floats.
-            data = json.loads(result.response.content, parse_float=Decimal)
+            # the client parsed a JSON answer with amounts as Decimals (never floats); an
+            # answer it did not take for JSON is tried here, so that it is named
+            data = result.data
+            if data is None:
+                data = json.loads(result.response.content, parse_float=Decimal)
         except ValueError:
             raise ChannelRejected(
                 f"TOP answered {method} with no JSON", code="unreadable"
@@ -954,6 +956,14 @@ class TmallChannel(SalesChannel):
             return refund_from_top({**content, "status": status})
         except ChannelRejected:
             raise InvalidMessage("the refund message is incomplete") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _gateway(url: str) -> str:
+    """The gateway URL for an account's ``base_url``: a bare host gets ``/router/rest``."""
+    if httpx.URL(url).path in ("", "/"):
+        return url.rstrip("/") + ROUTER_PATH
+    return url
 
 
 def _sign_method(text: str) -> TopSignMethod | None:
