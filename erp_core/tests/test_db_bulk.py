@@ -21,8 +21,9 @@ from erp_core.ledger.types import EntryDraft, PostingDraft
 
 AUDIT = cast(Table, AuditEvent.__table__)
 POSTINGS = cast(Table, Posting.__table__)
-_texts = st.text(max_size=40)
-_n = itertools.count()  # (NUL, surrogates and the like are not the point here)
+#: (NUL, which PostgreSQL's text refuses, and lone surrogates are not the point here)
+_texts = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
+_n = itertools.count()
 
 
 def _stored(db: Database, tid: int, table: Table, action_or_entry: str | int) -> list[Any]:
