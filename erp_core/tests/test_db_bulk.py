@@ -22,7 +22,7 @@ from erp_core.ledger.types import EntryDraft, PostingDraft
 AUDIT = cast(Table, AuditEvent.__table__)
 POSTINGS = cast(Table, Posting.__table__)
 #: (NUL, which PostgreSQL's text refuses, and lone surrogates are not the point here)
-_texts = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
+_texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 _n = itertools.count()
 
 
