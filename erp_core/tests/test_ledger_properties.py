@@ -10,6 +10,7 @@ reversals and period locks and unlocks keep every invariant of the books.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 from collections import defaultdict
@@ -312,3 +313,74 @@ def test_fits_and_fmt_agree_with_quantizing(d: D, places: int):
     q = D(1).scaleb(-places)
     assert service._fits(d, places) == (d == d.quantize(q))
     assert service.fmt(d, places) == f"{d.quantize(q):f}"
+
+
+#: per field of a posting, values the plain path must leave to the full check (or not)
+_ODD: dict[str, list[Any]] = {
+    "account": ["", 1001],
+    "amount": [
+        D(0),
+        D("-0.00"),
+        D("1E+12"),
+        D("-1E+12"),
+        D("999999999999.995"),
+        D("0.001"),
+        D("NaN"),
+        D("-Infinity"),
+        7,
+        "12.5",
+        1.5,
+    ],
+    "currency": ["CNY", "USD", "JPY", "cny"],
+    "rate": [D(1), D("1.000"), D("7.1"), D(0)],
+    "memo": ["x" * 500, "x" * 501, "a\x00", "备注", None, 5],
+    "channel": ["", "天猫", "\x00", "c" * 101, 3],
+    "sku": ["", "S" * 100, "S" * 101],
+    "order": [7, "订单"],
+}
+
+
+@st.composite
+def _postings(draw: Any) -> PostingDraft:
+    """A posting the plain path takes, with none, one or two of its values made odd."""
+    values: dict[str, Any] = {
+        "account": draw(st.sampled_from(["1001", "5001"])),
+        "amount": draw(
+            st.decimals(allow_nan=False, allow_infinity=False, places=2, max_value=10**11)
+        ),
+        "memo": draw(st.sampled_from(["", "memo"])),
+        "sku": draw(st.sampled_from([None, "SKU-1"])),
+        "order": draw(st.sampled_from([None, "o1"])),
+    }
+    odd = [(field, value) for field in sorted(_ODD) for value in _ODD[field]]
+    for field, value in draw(st.lists(st.sampled_from(odd), min_size=_odd_count(draw), max_size=2)):
+        values[field] = value
+    return PostingDraft(**values)
+
+
+def _odd_count(draw: Any) -> int:
+    """How many values to make odd at least: none for a third of the postings, else one."""
+    return 0 if draw(st.integers(0, 2)) == 0 else 1
+
+
+@settings(max_examples=400)
+@given(postings=st.lists(_postings() | st.just("not a posting"), min_size=2, max_size=5))
+def test_the_plain_posting_path_gives_what_the_full_check_gives(postings: list[Any]) -> None:
+    """Common postings skip the full check of each value; lines and problems are the same
+    either way, for good postings and bad ones."""
+    from erp_core.tenancy.models import Tenant
+
+    tenant = Tenant(slug="t", name="t", currency="CNY")
+    draft = EntryDraft(
+        date=datetime.date(2026, 11, 30),
+        narration="n",
+        postings=tuple(postings),
+        idempotency_key="k",
+    )
+    fast = service._normalize(draft, tenant)
+    full = service._normalize(draft, tenant, plain=False)
+    assert fast == full
+    for a, b in zip(fast[0], full[0], strict=True):  # equal, and the same kinds of values
+        names = [f.name for f in dataclasses.fields(a)]
+        assert [type(getattr(a, n)) for n in names] == [type(getattr(b, n)) for n in names]
+        assert str(a.base) == str(b.base) and str(a.amount) == str(b.amount)
