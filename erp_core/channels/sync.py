@@ -24,7 +24,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal, cast
 
 from sqlalchemy import bindparam, select, update
@@ -127,19 +128,35 @@ def _plain(value: Any) -> str:
 def _tree(value: Any) -> Any:
     """``dataclasses.asdict`` without its deep copies: dataclasses become dicts of their
     fields, sequences lists, anything else stays itself (the JSON is the same)."""
-    names = _FIELDS.get(type(value))
-    if names is None and is_dataclass(value) and not isinstance(value, type):
-        names = _FIELDS[type(value)] = tuple(f.name for f in fields(value))
-    if names is not None:
-        return {name: _tree(getattr(value, name)) for name in names}
-    if isinstance(value, (list, tuple)):
-        return [_tree(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _tree(v) for k, v in value.items()}
-    return value
+    convert = _CONVERTERS.get(type(value))
+    if convert is None:
+        if is_dataclass(value) and not isinstance(value, type):
+            convert = _CONVERTERS[type(value)] = _converter(type(value))
+        elif isinstance(value, (list, tuple)):
+            return [v if type(v) in _LEAVES else _tree(v) for v in value]
+        elif isinstance(value, dict):
+            return {k: v if type(v) in _LEAVES else _tree(v) for k, v in value.items()}
+        else:
+            return value
+    return convert(value)
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+#: values that stay themselves in the tree (anything else is looked at by :func:`_tree`)
+_LEAVES = frozenset({str, int, float, bool, type(None), Decimal, datetime, date})
+
+
+def _converter(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """The function turning a ``cls`` into the dict of its fields, written out for them (each
+    value stays itself when it is a leaf, else goes through :func:`_tree`)."""
+    names = [f.name for f in fields(cls)]
+    parts = ", ".join(f"{n!r}: (x if type(x := v.{n}) in leaves else tree(x))" for n in names)
+    source = f"def convert(v):\n    return {{{parts}}}\n"
+    scope: dict[str, Any] = {"leaves": _LEAVES, "tree": _tree}
+    exec(compile(source, f"<tree of {cls.__qualname__}>", "exec"), scope)  # our own source
+    return cast(Callable[[Any], dict[str, Any]], scope["convert"])
+
+
+_CONVERTERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
 def digest(item: Order | Refund) -> str:
