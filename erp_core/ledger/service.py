@@ -766,6 +766,10 @@ def _balance_problems(lines: list[_Line], base_cur: str, base_places: int) -> li
     """Each currency must balance; then the tenant-currency amounts, after the rounding rule:
     when the unrounded amounts balance, a rounding difference goes to the largest
     foreign-currency posting (the first one of them on a tie)."""
+    if all(x.currency == base_cur for x in lines) and sum(x.amount for x in lines) == 0:
+        # the common entry: its rates are 1 and its amounts fit the currency (checked
+        # before), so amounts times rates and the rounded amounts are the amounts themselves
+        return []
     problems: list[str] = []
     by_cur: dict[str, list[_Line]] = defaultdict(list)
     for line in lines:
