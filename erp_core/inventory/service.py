@@ -46,6 +46,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.base import instance_state
 
 from erp_core.db.base import beside_key, utcnow
 from erp_core.db.bulk import RowStatement
@@ -494,6 +495,14 @@ _HELD = "erp_inv_held"
 def _held(session: Session, cls: type[_T], ident: int, tid: int) -> _T | None:
     """``session.get(cls, ident)`` of the tenant ``tid`` (None for another tenant's row, even
     one the identity map still holds), kept for the session's later look-ups."""
+    held = session.info.get(_HELD)
+    if held is not None:
+        obj = held.get((cls, ident))
+        if obj is not None:
+            state = instance_state(obj)
+            if not state.expired and state.session_id == session.hash_key:
+                # held earlier in this session, as loaded then
+                return obj if obj.tenant_id in (None, tid) else None
     obj = kept_row(session, cls, ident)
     if obj is None or obj.tenant_id not in (None, tid):
         return None
