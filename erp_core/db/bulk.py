@@ -6,8 +6,9 @@ the compiled statement and run each value through its type's processor, in sever
 calls per row: for the dozen ledger postings of an order, about four times the time SQLite
 takes to store them. :class:`RowInsert` compiles the INSERT once per dialect and set of
 columns, takes each column's processor once (the same ones SQLAlchemy would use: our exact
-decimals, JSON, SQLite's dates), and hands the driver the finished rows with
-``exec_driver_sql``, so the engine's events still see the statement.
+decimals, JSON, SQLite's dates), and hands the driver the finished rows in one
+``executemany`` on its cursor (``erp_core.db.direct.on_cursor``: the engine's cursor events
+still see the statement, and a driver error is raised as SQLAlchemy's).
 
 What it writes is what ``execute(insert(table), rows)`` writes, Python-side column defaults
 included. It is a Core statement: the caller names the tenant in every row, as for any Core
@@ -25,7 +26,14 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Dialect
 
+from erp_core.db.direct import on_cursor
+
 _Processor = Callable[[Any], Any] | None
+
+#: Up to this many rows, :meth:`RowInsert.ids` (one statement per row, on the driver's cursor)
+#: costs less than SQLAlchemy's multi-row ``INSERT ... RETURNING``, even with PostgreSQL's
+#: round trip per statement.
+FEW_ROWS = 4
 
 
 class _Slot(NamedTuple):
@@ -72,7 +80,9 @@ class _Plan:
     """The INSERT for one dialect and set of columns: its SQL, and how a row becomes the
     driver's parameters."""
 
-    def __init__(self, table: Table, dialect: Dialect, keys: tuple[str, ...]) -> None:
+    def __init__(
+        self, table: Table, dialect: Dialect, keys: tuple[str, ...], returning: Any = None
+    ) -> None:
         defaults: dict[str, tuple[Any, bool]] = {}
         for col in table.columns:
             default = col.default
@@ -82,7 +92,10 @@ class _Plan:
                 raise ValueError(f"{table.name}.{col.key}: a default RowInsert cannot compute")
             defaults[col.key] = (default.arg, bool(default.is_callable))  # type: ignore[attr-defined]
         names = keys + tuple(defaults)
-        compiled = insert(table).inline().compile(dialect=dialect, column_keys=list(names))
+        stmt = insert(table).inline()
+        if returning is not None:
+            stmt = stmt.returning(returning)
+        compiled = stmt.compile(dialect=dialect, column_keys=list(names))
         self.sql = str(compiled)
         positional = bool(compiled.positional)
         order = list(compiled.positiontup or ()) if positional else list(names)
@@ -109,14 +122,13 @@ class RowInsert:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        # per dialect (an engine's: its options shape the processors), per set of columns
-        self._plans: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, ...], _Plan]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # per dialect (an engine's: its options shape the processors), per set of columns and
+        # whether the ids come back
+        self._plans: weakref.WeakKeyDictionary[
+            Dialect, dict[tuple[tuple[str, ...], bool], _Plan]
+        ] = weakref.WeakKeyDictionary()
 
-    def __call__(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
+    def _plan(self, connection: Connection, rows: Sequence[Mapping[str, Any]], ids: bool) -> _Plan:
         keys = tuple(rows[0])
         names = set(keys)
         for r in rows:
@@ -129,10 +141,34 @@ class RowInsert:
         plans = self._plans.get(dialect)
         if plans is None:
             plans = self._plans[dialect] = {}
-        plan = plans.get(keys)
+        plan = plans.get((keys, ids))
         if plan is None:
-            plan = plans[keys] = _Plan(self.table, dialect, keys)
-        connection.exec_driver_sql(plan.sql, plan.params(rows))
+            pk = next(iter(self.table.primary_key.columns)) if ids else None
+            plan = plans[(keys, ids)] = _Plan(self.table, dialect, keys, returning=pk)
+        return plan
+
+    def __call__(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        plan = self._plan(connection, rows, False)
+        on_cursor(connection, plan.sql, plan.params(rows), many=True)
+
+    def ids(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Insert ``rows`` as ``__call__`` does, one statement each (``INSERT ... RETURNING``),
+        and give their ids (the primary key) in the order of ``rows``. For a few rows: one
+        statement per row costs a round trip each on PostgreSQL."""
+        if not rows:
+            return []
+        plan = self._plan(connection, rows, True)
+        ids: list[int] = []
+        on_cursor(connection, plan.sql, plan.params(rows), firsts=ids)
+        return ids
+
+
+class Changed(NamedTuple):
+    """What a :class:`RowStatement` did: the rows it changed, all its executions together."""
+
+    rowcount: int
 
 
 class _StatementPlan:
@@ -163,7 +199,7 @@ class RowStatement:
     """``RowStatement(stmt)(connection, rows)``: a Core statement built with
     ``bindparam()`` (an ``UPDATE ... WHERE id = :id``, say) run once per row of parameters in
     one ``executemany``, compiled once per dialect, its values processed by us (see the
-    module's docstring). Returns the result (its ``rowcount`` counts every row changed)."""
+    module's docstring). Returns :class:`Changed` (its ``rowcount`` counts every row changed)."""
 
     def __init__(self, stmt: Any) -> None:
         self.stmt = stmt
@@ -171,11 +207,11 @@ class RowStatement:
             weakref.WeakKeyDictionary()
         )
 
-    def __call__(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> Any:
+    def __call__(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> Changed:
         if not rows:
             raise ValueError("RowStatement needs at least one row of parameters")
         dialect = connection.dialect
         plan = self._plans.get(dialect)
         if plan is None:
             plan = self._plans[dialect] = _StatementPlan(self.stmt, dialect)
-        return connection.exec_driver_sql(plan.sql, plan.params(rows))
+        return Changed(on_cursor(connection, plan.sql, plan.params(rows), many=True))

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Table, bindparam, create_engine, event, select, text, tuple_
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.pool import QueuePool
@@ -20,6 +19,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from erp_core.db import cache
 from erp_core.db.base import TenantScoped
+from erp_core.db.direct import on_cursor
 from erp_core.tenancy.context import CrossTenantError, NoTenantError, current_tenant_id
 
 TENANT_KEY = "erp_tenant_id"
@@ -143,28 +143,12 @@ def fetch_one_raw(conn: Connection, statement: str, params: Mapping[str, Any]) -
     itself (a flash sale's reservation). It runs in the connection's current transaction, like
     any statement; a DBAPI error is raised as SQLAlchemy's exception (``IntegrityError``,
     ``OperationalError``, ...) as ``Connection.execute`` would, with the connection invalidated
-    when it was lost and the row-level-security settings forgotten as after any error.
+    when it was lost and the row-level-security settings forgotten as after any error (see
+    ``erp_core.db.direct.on_cursor``).
     """
-    dbapi_conn: Any = conn.connection
-    cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute(statement, params)
-        return cursor.fetchone()
-    except conn.dialect.loaded_dbapi.Error as exc:
-        conn.info[GUC_KNOWN] = None
-        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
-        if lost:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(
-            statement,
-            dict(params),
-            exc,
-            conn.dialect.loaded_dbapi.Error,
-            connection_invalidated=lost,
-            dialect=conn.dialect,
-        ) from exc
-    finally:
-        cursor.close()
+    rows: list[Any] = []
+    on_cursor(conn, statement, dict(params), into=rows)
+    return rows[0] if rows else None
 
 
 def _forget_foreign_rows(session: Session) -> None:

@@ -170,3 +170,27 @@ def test_a_statement_for_many_rows_changes_what_core_changes(
         }
     assert got["a"] == got["c"] == ("新", "denied", {"k": [1, "二"]})
     assert got["b"] == got["d"] == ("t", "ok", {})
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(targets=st.lists(_texts, min_size=1, max_size=5))
+def test_ids_come_back_in_the_order_of_the_rows(
+    erp_db: Database, make_tenant: Any, targets: list[str]
+) -> None:
+    """``RowInsert.ids``: each row's id, in the rows' order; what is stored is what the
+    plain insert stores (defaults included)."""
+    tid = make_tenant(f"bulk-{next(_n)}").id
+    rows = [{"tenant_id": tid, "action": "ids", "target": t} for t in targets]
+    with erp_db.tenant_session(tid) as s:
+        ids = RowInsert(AUDIT).ids(s.connection(), rows)
+        RowInsert(AUDIT)(s.connection(), [{**r, "action": "plain"} for r in rows])
+        assert RowInsert(AUDIT).ids(s.connection(), []) == []
+    with erp_db.tenant_session(tid) as s:
+        c = AUDIT.c
+        stored = dict(s.execute(select(c.id, c.target).where(c.action == "ids")).all())
+    assert len(ids) == len(set(ids)) == len(rows)
+    assert [stored[i] for i in ids] == targets
+    got, want = _stored(erp_db, tid, AUDIT, "ids"), _stored(erp_db, tid, AUDIT, "plain")
+    assert [{**g, "action": "plain", "at": None} for g in got] == [{**w, "at": None} for w in want]

@@ -1,0 +1,276 @@
+"""Core statements run on the driver's cursor, for the hot paths where SQLAlchemy's work per
+execution costs more than the database's.
+
+``connection.execute(stmt, params)`` looks the statement's compiled form up by its cache key,
+builds an execution context, processes every parameter (rendering an ``IN`` list's
+placeholders anew each time) and wraps the cursor in a result: about 90 us for a one-row
+``SELECT`` on SQLite that the driver answers in under 10. :class:`Direct` compiles the
+statement once per dialect, turns each shape of its ``IN`` lists (their lengths) into the
+final SQL once, and at each execution only processes the values (with the types' own
+processors, as SQLAlchemy would) and calls the cursor.
+
+What still happens as for any statement: it runs in the connection's transaction (take the
+connection from ``session.connection()``: on PostgreSQL that is where the tenant is set), the
+engine's ``before_cursor_execute`` and ``after_cursor_execute`` listeners see it (with no
+execution context), and a driver error is raised as SQLAlchemy's exception (``IntegrityError``
+and so on). What does not: ``echo`` logging, the ORM (a Core statement filters its tenant
+itself, like any Core statement on a tenant's table) and autoflush (flush first when the
+session may hold changes the statement must see).
+
+Statements take their parameters by name; a name may not need escaping (plain identifiers).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+_Params = Callable[[Mapping[str, Any]], Any]
+_Row = Callable[[Any], tuple[Any, ...]]
+
+
+def _params_builder(exprs: Sequence[str], names: Sequence[str], env: dict[str, Any]) -> _Params:
+    """A function of the execution's parameters giving the driver's: a tuple of ``exprs``
+    (positional, when ``names`` is empty) or a dict of ``names`` to them."""
+    if names:
+        body = "{" + ", ".join(f"{n!r}: {e}" for n, e in zip(names, exprs, strict=True)) + "}"
+    else:
+        body = f"({', '.join(exprs)},)" if exprs else "()"
+    source = f"def build(r):\n    return {body}\n"
+    exec(compile(source, "<erp_core.db.direct>", "exec"), env)  # our own source
+    return cast(_Params, env["build"])
+
+
+def _row_builder(procs: Sequence[Callable[[Any], Any] | None], cls: type) -> _Row:
+    """A function making one row of the cursor's into a ``cls``, its values processed."""
+    if not any(procs):
+        return cast(_Row, cls._make)  # type: ignore[attr-defined]
+    env: dict[str, Any] = {"R": cls}
+    parts = []
+    for i, proc in enumerate(procs):
+        if proc is None:
+            parts.append(f"t[{i}]")
+        else:
+            env[f"p{i}"] = proc
+            parts.append(f"p{i}(t[{i}])")
+    source = f"def row(t):\n    return R({', '.join(parts)})\n"
+    exec(compile(source, "<erp_core.db.direct>", "exec"), env)  # our own source
+    return cast(_Row, env["row"])
+
+
+class _Variant:
+    """The statement with its ``IN`` lists of given lengths: its SQL and how the execution's
+    parameters become the driver's."""
+
+    def __init__(self, plan: _Plan, lengths: tuple[int, ...]) -> None:
+        compiled = plan.compiled
+        dummy: dict[str, Any] = {name: None for name in plan.required}
+        for name, n in zip(plan.lists, lengths, strict=True):
+            dummy[name] = [None] * n
+        expanded = compiled.construct_expanded_state(dummy)
+        self.sql: str = expanded.statement
+        element: dict[str, tuple[str, int]] = {}
+        for base, new_names in expanded.parameter_expansion.items():
+            for i, new in enumerate(new_names):
+                element[new] = (base, i)
+        positional = bool(compiled.positional)
+        order = list(expanded.positiontup or ()) if positional else list(expanded.parameters)
+        env: dict[str, Any] = {}
+        exprs: list[str] = []
+        for k, name in enumerate(order):
+            base, index = element.get(name, (name, -1))
+            proc = plan.procs.get(base)
+            if base in plan.required:
+                expr = f"r[{base!r}]" if index < 0 else f"r[{base!r}][{index}]"
+                if proc is not None:
+                    env[f"p{k}"] = proc
+                    expr = f"p{k}({expr})"
+            else:  # a value the statement holds (or one of its list)
+                value = expanded.parameters[name]
+                env[f"c{k}"] = proc(value) if proc is not None else value
+                expr = f"c{k}"
+            exprs.append(expr)
+        self.params = _params_builder(exprs, [] if positional else order, env)
+
+
+class _Plan:
+    """The statement compiled for one dialect."""
+
+    def __init__(self, stmt: Any, dialect: Dialect) -> None:
+        compiled: Any = stmt.compile(dialect=dialect)
+        if compiled.escaped_bind_names:
+            raise ValueError(
+                f"Direct: parameter names need escaping: {compiled.escaped_bind_names}"
+            )
+        computed = [*compiled.insert_prefetch, *compiled.update_prefetch]
+        if computed:  # SQLAlchemy's execution computes them; the driver would be given None
+            names = ", ".join(sorted(str(c.key) for c in computed))
+            raise ValueError(f"Direct: name the columns with Python-side defaults: {names}")
+        self.compiled = compiled
+        self.dialect = dialect
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        #: the names the execution gives, and those of them that are lists (an ``IN``'s)
+        self.required = frozenset(n for n, b in by_name.items() if b.required)
+        self.lists = tuple(sorted(n for n in self.required if by_name[n].expanding))
+        self.procs = {
+            n: b.type.dialect_impl(dialect).bind_processor(dialect) for n, b in by_name.items()
+        }
+        columns = list(getattr(stmt, "exported_columns", ()))
+        self.columns = [c.type for c in columns]
+        #: rows are named tuples: ``row.sku_id`` as on SQLAlchemy's rows
+        self.cls = namedtuple("Row", [str(c.key) for c in columns], rename=True)  # type: ignore[misc]
+        self.variants: dict[tuple[int, ...], _Variant] = {}
+        self.row: _Row | None = None
+
+    def variant(self, params: Mapping[str, Any]) -> _Variant:
+        lengths = tuple(len(params[n]) for n in self.lists)
+        found = self.variants.get(lengths)
+        if found is None:
+            if len(self.variants) >= 64:  # lists of many lengths: keep the latest ones
+                self.variants.pop(next(iter(self.variants)))
+            found = self.variants[lengths] = _Variant(self, lengths)
+        return found
+
+    def learn_rows(self, description: Any) -> None:
+        """The rows' processors, once: the driver's type codes (PostgreSQL's) choose them."""
+        if len(self.columns) != len(description or ()):  # a text() statement's: as they come
+            self.row = tuple
+            return
+        procs = [
+            t.dialect_impl(self.dialect).result_processor(self.dialect, d[1])
+            for t, d in zip(self.columns, description or (), strict=False)
+        ]
+        self.row = _row_builder(procs, self.cls)
+
+
+class Direct:
+    """``Direct(stmt)``: a Core statement with bound parameters, run on the driver's cursor
+    (see the module's docstring). ``rows``, ``first`` and ``scalars`` give its rows as
+    tuples named by the columns' keys (values processed as SQLAlchemy would); ``run`` gives
+    the number of rows it changed."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._plans: weakref.WeakKeyDictionary[Dialect, _Plan] = weakref.WeakKeyDictionary()
+
+    def _plan(self, conn: Connection) -> _Plan:
+        dialect = conn.dialect
+        plan = self._plans.get(dialect)
+        if plan is None:
+            plan = self._plans[dialect] = _Plan(self.stmt, dialect)
+        return plan
+
+    def _execute(
+        self, conn: Connection, params: Mapping[str, Any], fetch: bool
+    ) -> tuple[list[Any], int]:
+        plan = self._plan(conn)
+        variant = plan.variant(params)
+        if not fetch:
+            return [], on_cursor(conn, variant.sql, variant.params(params))
+        rows: list[Any] = []
+        rowcount = on_cursor(conn, variant.sql, variant.params(params), plan=plan, into=rows)
+        return rows, rowcount
+
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        return self._execute(conn, params, True)[0]
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        rows = self._execute(conn, params, True)[0]
+        return rows[0] if rows else None
+
+    def scalars(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        return [t[0] for t in self._execute(conn, params, True)[0]]
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Run a statement that returns no rows; the number of rows it changed."""
+        return self._execute(conn, params, False)[1]
+
+    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run a statement that returns no rows (and has no ``IN`` list to be given) once per
+        row of parameters, in one ``executemany``; the number of rows it changed."""
+        if not rows:
+            return 0
+        plan = self._plan(conn)
+        if plan.lists:
+            raise ValueError("Direct.many: the statement has lists to be given")
+        variant = plan.variant({})
+        build = variant.params
+        return on_cursor(conn, variant.sql, [build(r) for r in rows], many=True)
+
+
+def on_cursor(
+    conn: Connection,
+    sql: str,
+    args: Any,
+    *,
+    many: bool = False,
+    plan: _Plan | None = None,
+    into: list[Any] | None = None,
+    firsts: list[Any] | None = None,
+) -> int:
+    """Run ``sql`` with the driver's ``args`` (a list of them when ``many``) on a cursor of
+        ``conn``: the engine's cursor events fired around it, a driver error raised as
+        SQLAlchemy's. With ``into``, the rows (as ``plan`` makes them, else as the driver gives
+    them) are added to it. With
+        ``firsts``, ``args`` is a list of parameter sets run one after the other, the first value
+        of each one's first row (as the driver gives it) added to ``firsts``. The number of rows
+        changed."""
+    dbapi_conn: Any = conn.connection
+    cursor = dbapi_conn.cursor()
+    try:
+        if firsts is not None:
+            for one in args:
+                for fn in conn.dispatch.before_cursor_execute:
+                    sql, one = fn(conn, cursor, sql, one, None, False)
+                cursor.execute(sql, one)
+                for fn in conn.dispatch.after_cursor_execute:
+                    fn(conn, cursor, sql, one, None, False)
+                firsts.append(cursor.fetchone()[0])
+            return len(firsts)
+        for fn in conn.dispatch.before_cursor_execute:
+            sql, args = fn(conn, cursor, sql, args, None, many)
+        if many:
+            cursor.executemany(sql, args)
+        else:
+            cursor.execute(sql, args)
+        for fn in conn.dispatch.after_cursor_execute:
+            fn(conn, cursor, sql, args, None, many)
+        if into is not None:
+            if plan is None:
+                into.extend(cursor.fetchall())
+                return int(cursor.rowcount)
+            if plan.row is None:
+                plan.learn_rows(cursor.description)
+            into.extend(map(plan.row, cursor.fetchall()))  # type: ignore[arg-type]
+        return int(cursor.rowcount)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        from erp_core.db.session import GUC_KNOWN  # (that module imports this one's users)
+
+        conn.info[GUC_KNOWN] = None  # as after any error: the tenant settings are unknown
+        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            args,
+            exc,
+            conn.dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from exc
+    finally:
+        cursor.close()
+
+
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection, after the flush an ORM query would make first (none inside
+    ``no_autoflush``): for a :class:`Direct` read that must see the session's changes."""
+    if session.autoflush:
+        session.flush()
+    return session.connection()

@@ -1,0 +1,199 @@
+"""``erp_core.db.direct.Direct`` reads and writes what ``connection.execute`` does."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Table, bindparam, event, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from erp_core.audit.models import AuditEvent
+from erp_core.db.direct import Direct
+from erp_core.db.session import GUC_KNOWN, Database
+
+AUDIT = cast(Table, AuditEvent.__table__)
+C = AUDIT.c
+_texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
+_n = itertools.count()
+
+#: rows of one tenant whose target is in a list, with a held list of outcomes
+_BY_TARGETS = (
+    select(C.id, C.at, C.target, C.details, C.outcome)
+    .where(
+        C.tenant_id == bindparam("tid"),
+        C.target.in_(bindparam("targets", expanding=True)),
+        C.outcome.in_(("ok", "denied")),
+    )
+    .order_by(C.id)
+)
+_RENAME = (
+    update(AUDIT)
+    .where(C.tenant_id == bindparam("tid"), C.target.in_(bindparam("targets", expanding=True)))
+    .values(details=bindparam("details"), at=bindparam("at"))
+)
+
+
+def _seed(db: Database, make_tenant: Any, rows: list[dict[str, Any]]) -> int:
+    tid = int(make_tenant(f"direct-{next(_n)}").id)
+    with db.tenant_session(tid) as s:
+        if rows:
+            s.connection().execute(
+                insert(AUDIT), [{**r, "tenant_id": tid, "action": "direct"} for r in rows]
+            )
+    return tid
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {
+                "target": st.sampled_from(["a", "b", "c", "乙"]) | _texts,
+                "outcome": st.sampled_from(["ok", "denied", "error"]),
+                "details": st.dictionaries(_texts, st.integers() | _texts, max_size=3),
+                "at": st.datetimes(
+                    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)
+                ).map(lambda d: d.replace(tzinfo=UTC)),
+            }
+        ),
+        max_size=6,
+    ),
+    wanted=st.lists(st.sampled_from(["a", "b", "c", "乙", "none"]), max_size=5),
+)
+def test_rows_as_core_reads_them_for_lists_of_any_length(
+    erp_db: Database, make_tenant: Any, rows: list[dict[str, Any]], wanted: list[str]
+) -> None:
+    tid = _seed(erp_db, make_tenant, rows)
+    direct = Direct(_BY_TARGETS)
+    with erp_db.tenant_session(tid) as s:
+        conn = s.connection()
+        params = {"tid": tid, "targets": wanted}
+        want = [tuple(r) for r in conn.execute(_BY_TARGETS, params)]
+        assert direct.rows(conn, params) == want
+        assert direct.first(conn, params) == (want[0] if want else None)
+        assert direct.scalars(conn, params) == [r[0] for r in want]
+        assert [r.target for r in direct.rows(conn, params)] == [r[2] for r in want]
+        # the values come back as the types make them: aware times, JSON as dicts
+        assert all(r[1].tzinfo is not None and isinstance(r[3], dict) for r in want)
+
+
+def test_writes_as_core_writes_them_and_counts_the_rows(erp_db: Database, make_tenant: Any) -> None:
+    at = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {"target": t, "at": at, "details": {}} for t in ("a", "b", "b", "c")
+    ]
+    fast_tid, slow_tid = _seed(erp_db, make_tenant, rows), _seed(erp_db, make_tenant, rows)
+    new: dict[str, Any] = {
+        "details": {"k": ["v", 1]},
+        "at": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+    }
+    with erp_db.tenant_session(fast_tid) as s:
+        changed = Direct(_RENAME).run(
+            s.connection(), {"tid": fast_tid, "targets": ["b", "c"], **new}
+        )
+        assert changed == 3
+    with erp_db.tenant_session(slow_tid) as s:
+        s.connection().execute(_RENAME, {"tid": slow_tid, "targets": ["b", "c"], **new})
+
+    def stored(tid: int) -> list[tuple[Any, ...]]:
+        with erp_db.tenant_session(tid) as s:
+            q = select(C.target, C.at, C.details).where(C.tenant_id == tid).order_by(C.id)
+            return [tuple(r) for r in s.execute(q)]
+
+    assert stored(fast_tid) == stored(slow_tid)
+    assert stored(fast_tid)[1][1:] == (new["at"], new["details"])
+
+
+def test_many_lengths_and_an_empty_list(erp_db: Database, make_tenant: Any) -> None:
+    tid = _seed(erp_db, make_tenant, [{"target": str(i), "outcome": "ok"} for i in range(80)])
+    direct = Direct(_BY_TARGETS)
+    with erp_db.tenant_session(tid) as s:
+        conn = s.connection()
+        for n in range(80):  # more shapes than are kept: the oldest are dropped and remade
+            assert len(direct.rows(conn, {"tid": tid, "targets": [str(i) for i in range(n)]})) == n
+        assert direct.rows(conn, {"tid": tid, "targets": []}) == []
+        assert len(direct.rows(conn, {"tid": tid, "targets": ["1", "2"]})) == 2
+
+
+def test_the_engines_listeners_see_it_and_errors_are_sqlalchemys(
+    erp_db: Database, make_tenant: Any
+) -> None:
+    tid = _seed(erp_db, make_tenant, [{"target": "a"}])
+    seen: list[str] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    counted = Direct(select(func.count()).select_from(AUDIT).where(C.tenant_id == bindparam("t")))
+    every = {"action": "x", "actor": "", "ip": "", "target": "", "outcome": "ok", "details": {}}
+    twin = Direct(
+        insert(AUDIT).values(
+            id=bindparam("id"), tenant_id=bindparam("t"), at=datetime.now(UTC), **every
+        )
+    )
+    with erp_db.tenant_session(tid) as s:
+        conn = s.connection()
+        event.listen(erp_db.engine, "before_cursor_execute", grab)
+        try:
+            assert counted.scalars(conn, {"t": tid}) == [1]
+        finally:
+            event.remove(erp_db.engine, "before_cursor_execute", grab)
+        assert len(seen) == 1 and "count(*)" in seen[0]
+        (one,) = s.execute(select(C.id).where(C.tenant_id == tid)).scalars()
+        with pytest.raises(IntegrityError) as caught:
+            twin.run(conn, {"id": one, "t": tid})
+        assert "INSERT INTO core_audit_event" in str(caught.value.statement)
+        assert conn.info[GUC_KNOWN] is None
+        with pytest.raises(KeyError):  # a parameter not given is not taken as NULL
+            counted.rows(conn, {})
+        s.rollback()
+    with erp_db.tenant_session(tid) as s:
+        assert counted.scalars(s.connection(), {"t": tid}) == [1]
+        # a text() statement's rows: plain tuples, its columns unknown
+        assert Direct(text("SELECT 1, 'a'")).rows(s.connection(), {}) == [(1, "a")]
+
+
+def test_a_statement_whose_names_need_escaping_is_refused(
+    erp_db: Database, make_tenant: Any
+) -> None:
+    odd = Direct(select(C.id).where(C.target == bindparam("a.b")))
+    tid = _seed(erp_db, make_tenant, [])
+    with erp_db.tenant_session(tid) as s, pytest.raises(ValueError, match="escaping"):
+        odd.rows(s.connection(), {"a.b": "x"})
+
+
+def test_many_rows_in_one_executemany(erp_db: Database, make_tenant: Any) -> None:
+    tid = _seed(erp_db, make_tenant, [])
+    add = Direct(
+        insert(AUDIT).values(
+            tenant_id=bindparam("t"),
+            action="many",
+            target=bindparam("x"),
+            details=bindparam("d"),
+            at=bindparam("at"),
+            actor="",
+            ip="",
+            outcome="ok",
+        )
+    )
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [{"t": tid, "x": str(i), "d": {"n": i}, "at": at} for i in range(5)]
+    with erp_db.tenant_session(tid) as s:
+        assert add.many(s.connection(), rows) == 5
+        assert add.many(s.connection(), []) == 0
+        with pytest.raises(ValueError, match="lists"):
+            Direct(_BY_TARGETS).many(s.connection(), [{"tid": tid, "targets": ["a"]}])
+        # a column's Python-side default is SQLAlchemy's execution's to compute: refused
+        lazy = Direct(insert(AUDIT).values(tenant_id=bindparam("t"), action="x"))
+        with pytest.raises(ValueError, match="actor, at, details, ip, outcome, target"):
+            lazy.run(s.connection(), {"t": tid})
+    with erp_db.tenant_session(tid) as s:
+        q = select(C.target, C.details).where(C.tenant_id == tid).order_by(C.id)
+        assert [tuple(r) for r in s.execute(q)] == [(str(i), {"n": i}) for i in range(5)]
