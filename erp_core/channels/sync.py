@@ -47,6 +47,8 @@ from erp_core.channels.models import ChannelAccount
 from erp_core.channels.sync_models import ChannelCursor, ChannelObject
 from erp_core.channels.types import Order, Refund
 from erp_core.db.base import utcnow
+from erp_core.db.bulk import FEW_ROWS
+from erp_core.db.direct import Direct, flushed_connection
 from erp_core.db.session import Database, session_tenant
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings
@@ -249,6 +251,9 @@ _STORED = select(
     ChannelObject.kind == bindparam("kind"),
     ChannelObject.platform_id.in_(bindparam("pids", expanding=True)),
 )
+#: the same on the driver's cursor (SQLAlchemy's work per execution costs more than the
+#: database's), its tenant named as a Core statement's
+_STORED_D = Direct(_STORED.where(ChannelObject.tenant_id == bindparam("tid")))
 
 
 def record_versions(
@@ -276,14 +281,17 @@ def record_versions(
     by_kind: dict[str, list[str]] = {}
     for kind, pid in first:
         by_kind.setdefault(kind, []).append(pid)
+    tid = session_tenant(session)
+    if tid is None:
+        raise SyncError("no tenant bound to the session")
+    conn = flushed_connection(session)
     for kind, pids in sorted(by_kind.items()):
         pids.sort()
         for n in range(0, len(pids), _CHUNK):
             # the kind too: the unique index (tenant, account, kind, platform id) finds each
             # row, where the account's index alone would scan all its objects
-            for oid, pid, modified_at, dg in session.execute(
-                _STORED, {"account": account_id, "kind": kind, "pids": pids[n : n + _CHUNK]}
-            ):
+            args = {"account": account_id, "kind": kind, "pids": pids[n : n + _CHUNK], "tid": tid}
+            for oid, pid, modified_at, dg in _STORED_D.rows(conn, args):
                 stored[(kind, pid)] = (oid, modified_at, dg)
     now = utcnow()
     changes: list[dict[str, Any]] = []
@@ -348,8 +356,16 @@ def _insert_ignore_many(session: Session, rows: list[dict[str, Any]]) -> set[tup
     tenant_id = session_tenant(session)
     if tenant_id is None:
         raise SyncError("no tenant bound to the session")
-    stmt = _INSERT_VERSIONS[session.get_bind().dialect.name]
+    dialect = session.get_bind().dialect.name
     done: set[tuple[str, str]] = set()
+    if len(rows) <= FEW_ROWS:  # one statement each, on the driver's cursor
+        conn, one = session.connection(), _INSERT_VERSION[dialect]
+        for row in rows:
+            got = one.first(conn, {"tenant_id": tenant_id, **row})
+            if got is not None:
+                done.add((got[0], got[1]))
+        return done
+    stmt = _INSERT_VERSIONS[dialect]
     for n in range(0, len(rows), _CHUNK):
         chunk = [{"tenant_id": tenant_id, **row} for row in rows[n : n + _CHUNK]]
         done.update((kind, pid) for kind, pid in session.execute(stmt, chunk))
@@ -366,6 +382,24 @@ def _insert_versions(make: Any) -> Any:
 _INSERT_VERSIONS = {
     "postgresql": _insert_versions(pg_insert),
     "sqlite": _insert_versions(sqlite_insert),
+}
+
+
+def _insert_version(make: Any) -> Direct:
+    table: Any = ChannelObject.__table__
+    named = ("tenant_id", "account_id", "kind", "platform_id", "modified_at", "digest")
+    return Direct(
+        make(table)
+        .values({k: bindparam(k) for k in (*named, "updated_at")})
+        .on_conflict_do_nothing()
+        .returning(table.c.kind, table.c.platform_id)
+    )
+
+
+#: the same for one row, on the driver's cursor (for a few rows)
+_INSERT_VERSION = {
+    "postgresql": _insert_version(pg_insert),
+    "sqlite": _insert_version(sqlite_insert),
 }
 
 

@@ -47,6 +47,7 @@ from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from erp_core.db.base import TenantScoped
+from erp_core.db.direct import Direct
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -59,8 +60,8 @@ MAX_ROWS = 5000
 _TENANT = table("core_tenant", column("id"), column("plugin_epoch"), column("data_epoch"))
 #: built once: the statement is read in every transaction, and building it costs more than
 #: running it
-_EPOCHS_Q = select(_TENANT.c.plugin_epoch, _TENANT.c.data_epoch).where(
-    _TENANT.c.id == bindparam("tid")
+_EPOCHS_Q = Direct(
+    select(_TENANT.c.plugin_epoch, _TENANT.c.data_epoch).where(_TENANT.c.id == bindparam("tid"))
 )
 
 #: ``Session.info`` keys: (root transaction, tenant id, epochs) last read; (root transaction,
@@ -114,7 +115,7 @@ def tenant_epochs(session: Session, tenant_id: int) -> tuple[int, int] | None:
     if held is not None and held[0] is session.get_transaction() and held[1] == tenant_id:
         return held[2]
     txn = _root(session)
-    row = session.connection().execute(_EPOCHS_Q, {"tid": tenant_id}).first()
+    row = _EPOCHS_Q.first(session.connection(), {"tid": tenant_id})
     epochs = (int(row[0]), int(row[1])) if row is not None else None
     session.info[_EPOCHS] = (txn, tenant_id, epochs)
     return epochs

@@ -49,8 +49,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import instance_state
 
 from erp_core.db.base import beside_key, utcnow
-from erp_core.db.bulk import RowStatement
+from erp_core.db.bulk import FEW_ROWS, RowInsert, RowStatement
 from erp_core.db.cache import cached, keep_rows, kept_row, kept_rows
+from erp_core.db.direct import Direct
 from erp_core.db.session import SYSTEM_KEY, fetch_one_raw, session_tenant
 from erp_core.db.types import Quantity
 from erp_core.inventory.errors import InventoryConflict, InventoryError, ShortageError, _fmt
@@ -189,9 +190,10 @@ _GIVE_BACK = (
 _AVAILABLE = select(q_available).where(
     Q.c.id == bindparam("qid"), beside_key(Q.c.tenant_id) == bindparam("tid")
 )
-_INSERT_MOVE = M.insert().returning(M.c.id)
+#: new moves, their ids back (a few at a time: :meth:`RowInsert.ids`)
+_MOVE_ROWS = RowInsert(M)
 #: on hand and reserved per SKU and warehouse, for the stock hook
-_STOCK_SUMS = (
+_STOCK_SUMS = Direct(
     select(
         Q.c.sku_id,
         Q.c.warehouse_id,
@@ -211,7 +213,7 @@ WH = cast(Table, Warehouse.__table__)
 #: The whole look-up of a reservation by codes in one statement: the SKU, the warehouse, the
 #: destination location and the warehouse's quants with available stock, oldest first (one
 #: row with ``id`` NULL when there is none).
-_FAST_LOOKUP = (
+_FAST_LOOKUP = Direct(
     select(
         SK.c.id.label("sku_id"),
         SK.c.decimals,
@@ -830,7 +832,7 @@ class _Op:
             # once per transaction: the lock is held until it ends, whatever savepoints do
             txn = self.session.get_transaction()
             if self.session.info.get(_WRITE_LOCKED) is not txn:
-                self.conn.execute(_TAKE_WRITE_LOCK)
+                _TAKE_WRITE_LOCK.run(self.conn, {})
                 self.session.info[_WRITE_LOCKED] = txn
         self.locked = True
 
@@ -859,7 +861,7 @@ class _Op:
 
 #: ``Session.info`` key: the transaction that took SQLite's write lock (:meth:`_Op.write_lock`)
 _WRITE_LOCKED = "erp_inv_write_locked"
-_TAKE_WRITE_LOCK = text("UPDATE inv_quant SET id = id WHERE 1 = 0")
+_TAKE_WRITE_LOCK = Direct(text("UPDATE inv_quant SET id = id WHERE 1 = 0"))
 
 
 def _finish(op: _Op) -> None:
@@ -948,7 +950,7 @@ def _stock_changes(session: Session, tid: int, pairs: set[tuple[int, int]]) -> l
     whs = sorted({w for _, w in pairs})
     sums = {
         (r.sku_id, r.warehouse_id): (r.on_hand, r.reserved)
-        for r in session.connection().execute(_STOCK_SUMS, {"tid": tid, "skus": skus, "whs": whs})
+        for r in _STOCK_SUMS.rows(session.connection(), {"tid": tid, "skus": skus, "whs": whs})
     }
     out = []
     for sku_id, wh_id in sorted(pairs):
@@ -1094,7 +1096,7 @@ def _insert_moves(op: _Op, values: list[dict[str, Any]]) -> list[int]:
         v.setdefault("value", None)
         v.setdefault("done_at", None)
     if len(values) == 1:
-        ids = [op.conn.execute(_INSERT_MOVE, values[0]).scalar_one()]
+        ids = _MOVE_ROWS.ids(op.conn, values)
     else:
         rows = op.conn.execute(
             M.insert().returning(M.c.id, sort_by_parameter_order=True), values
@@ -1384,7 +1386,7 @@ def _reserve_fast(
         if one is not None:
             return one
     params = {"tid": op.tid, "sku": sku_code, "wh": wh_code, "dst": dst_path}
-    rows = op.conn.execute(_FAST_LOOKUP, params).all()
+    rows = _FAST_LOOKUP.rows(op.conn, params)
     if not rows or rows[0].dst_id is None or rows[0].tracking != "none":
         return None
     head = rows[0]
@@ -1521,8 +1523,8 @@ def reserve_many(
     keys = [k for _, _, _, k, _, _, _ in parsed if k is not None]
     repeated: set[str] = set()
     for i in range(0, len(keys), 500):
-        found = op.conn.execute(_KEYS_TAKEN, {"tid": op.tid, "keys": keys[i : i + 500]})
-        repeated.update(k for k in found.scalars() if k is not None)
+        found = _KEYS_TAKEN.scalars(op.conn, {"tid": op.tid, "keys": keys[i : i + 500]})
+        repeated.update(k for k in found if k is not None)
     lock_stock(session, {sku.id for sku, *_ in parsed})
     general = {
         g
@@ -1579,7 +1581,7 @@ def _reserve_one_by_one(
 
 
 #: The quants with free stock of some SKUs in some warehouses, oldest first (FIFO)
-_QUANT_POOL = (
+_QUANT_POOL = Direct(
     select(Q.c.id, Q.c.sku_id, Q.c.warehouse_id, Q.c.location_id, q_available)
     .where(
         Q.c.tenant_id == bindparam("tid"),
@@ -1590,8 +1592,11 @@ _QUANT_POOL = (
     .order_by(Q.c.in_date, Q.c.id)
 )
 #: Which of some idempotency keys moves of the tenant carry already
-_KEYS_TAKEN = select(M.c.idempotency_key).where(
-    M.c.tenant_id == bindparam("tid"), M.c.idempotency_key.in_(bindparam("keys", expanding=True))
+_KEYS_TAKEN = Direct(
+    select(M.c.idempotency_key).where(
+        M.c.tenant_id == bindparam("tid"),
+        M.c.idempotency_key.in_(bindparam("keys", expanding=True)),
+    )
 )
 
 
@@ -1613,7 +1618,7 @@ def _reserve_groups(
         "skus": sorted({s for s, _ in pairs}),
         "whs": sorted({w for _, w in pairs}),
     }
-    for qid, sku_id, wh_id, loc_id, free in op.conn.execute(_QUANT_POOL, args):
+    for qid, sku_id, wh_id, loc_id, free in _QUANT_POOL.rows(op.conn, args):
         pool = pools.get((sku_id, wh_id))
         if pool is not None:
             pool.append([qid, loc_id, Decimal(free)])
@@ -1718,6 +1723,8 @@ def _insert_rows_returning_ids(op: _Op, rows: list[dict[str, Any]]) -> list[int]
     """Insert moves with one statement; their ids in the order of ``rows``. The database
     returns the rows in any order: they are matched by their values (moves equal in all of
     them are interchangeable)."""
+    if len(rows) <= FEW_ROWS:
+        return _MOVE_ROWS.ids(op.conn, rows)
     found: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for row in op.conn.execute(_INSERT_MOVES_RETURNING, rows):
         found[tuple(row[1:])].append(row[0])
@@ -1931,14 +1938,15 @@ _MOVES = (
     .order_by(M.c.id)
 )
 #: the same, locked until the transaction ends (PostgreSQL)
-_MOVES_LOCKED = _MOVES.with_for_update()
+_MOVES_D = Direct(_MOVES)
+_MOVES_LOCKED = Direct(_MOVES.with_for_update())
 
 
 def _load(op: _Op, ids: list[int]) -> list[_Row]:
     """Lock and read moves (in id order, so concurrent callers lock in the same order)."""
     op.write_lock()
-    stmt = _MOVES_LOCKED if op.is_pg else _MOVES
-    found = {r.id: r for r in op.conn.execute(stmt, {"t": op.tid, "ids": ids})}
+    stmt = _MOVES_LOCKED if op.is_pg else _MOVES_D
+    found = {r.id: r for r in stmt.rows(op.conn, {"t": op.tid, "ids": ids})}
     missing = [i for i in ids if i not in found]
     if missing:
         raise InventoryError(f"unknown move id {missing[0]}")
@@ -2325,7 +2333,8 @@ _VALUATIONS = (
     .order_by(VAL.c.sku_id)
 )
 #: the same, locked until the transaction ends (PostgreSQL)
-_VALUATIONS_LOCKED = _VALUATIONS.with_for_update()
+_VALUATIONS_D = Direct(_VALUATIONS)
+_VALUATIONS_LOCKED = Direct(_VALUATIONS.with_for_update())
 
 
 def _add_to_quant(op: _Op, sku_id: int, loc: Location, lot_id: int | None, qty: Decimal) -> None:
@@ -2379,10 +2388,10 @@ def _value(
     currency = _tenant_info(op.session, op.tid)[0]
     skus = sorted(by_sku)
     zero = Decimal(0)
-    stmt = _VALUATIONS_LOCKED if op.is_pg else _VALUATIONS
+    stmt = _VALUATIONS_LOCKED if op.is_pg else _VALUATIONS_D
     held = {
         r.sku_id: (r.quantity, r.value, r.average_cost)
-        for r in op.conn.execute(stmt, {"t": op.tid, "s": skus})
+        for r in stmt.rows(op.conn, {"t": op.tid, "s": skus})
     }
     missing = [sku_id for sku_id in skus if sku_id not in held]
     if missing:  # a SKU's first valued move: its row, then read (and locked) as the others
@@ -2402,7 +2411,7 @@ def _value(
         )
         held.update(
             (r.sku_id, (r.quantity, r.value, r.average_cost))
-            for r in op.conn.execute(stmt, {"t": op.tid, "s": missing})
+            for r in stmt.rows(op.conn, {"t": op.tid, "s": missing})
         )
     moves: list[dict[str, Any]] = []  # valued moves, done already
     done: list[dict[str, Any]] = []  # valued moves of ``finishing``: done now

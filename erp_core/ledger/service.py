@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 
 from erp_core.audit.service import record
 from erp_core.db.base import utcnow
-from erp_core.db.bulk import RowInsert
+from erp_core.db.bulk import FEW_ROWS, RowInsert
 from erp_core.db.cache import cached, kept_row
+from erp_core.db.direct import Direct, flushed_connection
 from erp_core.db.session import session_tenant
 from erp_core.ledger.accounts import (
     DEFAULT_CHART,
@@ -171,11 +172,17 @@ def _guard_period(session: Session, tenant_id: int, period: str, *, exclusive: b
     until they commit, locking takes it exclusively (SQLite serializes writers anyway)."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    session.execute(text(f"SELECT {fn}(:k)"), {"k": _advisory_key(tenant_id, period)})
+    lock = _PERIOD_EXCLUSIVE if exclusive else _PERIOD_SHARED
+    lock.rows(session.connection(), {"k": _advisory_key(tenant_id, period)})
 
 
-def _lock_problem(lock: PeriodLock) -> str:
+_PERIOD_EXCLUSIVE = Direct(text("SELECT pg_advisory_xact_lock(:k)"))
+_PERIOD_SHARED = Direct(text("SELECT pg_advisory_xact_lock_shared(:k)"))
+
+
+def _lock_problem(lock: Any) -> str:
+    """The refusal a lock gives (a :class:`PeriodLock` or a row of its period, locked_by and
+    locked_at)."""
     when = lock.locked_at.strftime("%Y-%m-%d %H:%M UTC")
     who = lock.locked_by or "unknown"
     return f"period {lock.period} is locked (by {who} on {when})"
@@ -850,12 +857,16 @@ def _replay_message(key: str, entry_id: int) -> str:
 _ENTRY_TABLE = cast(Table, JournalEntry.__table__)
 #: new entries, their (key, id) returned; their postings (built once)
 _INSERT_ENTRIES = insert(_ENTRY_TABLE).returning(_ENTRY_TABLE.c.idempotency_key, _ENTRY_TABLE.c.id)
+#: a few entries, their ids back (erp_core.db.bulk)
+_ENTRY_ROWS = RowInsert(_ENTRY_TABLE)
 #: many postings in one executemany (erp_core.db.bulk)
 _INSERT_POSTINGS = RowInsert(cast(Table, Posting.__table__))
 #: the entries already posted under some keys: (key, id, digest), built once
 _POSTED = select(JournalEntry.idempotency_key, JournalEntry.id, JournalEntry.digest).where(
     JournalEntry.idempotency_key.in_(bindparam("keys", expanding=True))
 )
+#: the same on the driver's cursor (its tenant named: a Core statement)
+_POSTED_D = Direct(_POSTED.where(JournalEntry.tenant_id == bindparam("tid")))
 
 
 def _replay(found: JournalEntry, digest: str) -> JournalEntry:
@@ -1000,7 +1011,12 @@ def _account_problems(
     return problems
 
 
-_PERIOD_LOCK = select(PeriodLock).where(PeriodLock.period == bindparam("period"))
+#: a period's lock (what its refusal names), on the driver's cursor
+_PERIOD_LOCK_D = Direct(
+    select(PeriodLock.period, PeriodLock.locked_by, PeriodLock.locked_at).where(
+        PeriodLock.tenant_id == bindparam("tid"), PeriodLock.period == bindparam("period")
+    )
+)
 
 
 def _period_problem(
@@ -1010,7 +1026,7 @@ def _period_problem(
     if period in cache["open"]:
         return None
     _guard_period(session, tenant_id, period, exclusive=False)
-    lock = session.scalar(_PERIOD_LOCK, {"period": period})
+    lock = _PERIOD_LOCK_D.first(flushed_connection(session), {"tid": tenant_id, "period": period})
     if lock is not None:
         return _lock_problem(lock)
     # open until this transaction ends: it holds the period's shared lock (PostgreSQL) or
@@ -1182,8 +1198,9 @@ def _post_entries(
         raise LedgerError(" | ".join(problems))
     keys = sorted({d.idempotency_key for d, _, _ in checked})
     earlier_ones: dict[str, tuple[int, str]] = {}  # key -> (entry id, digest)
+    conn = flushed_connection(session)
     for i in range(0, len(keys), 500):
-        for key, eid, dg in session.execute(_POSTED, {"keys": keys[i : i + 500]}):
+        for key, eid, dg in _POSTED_D.rows(conn, {"keys": keys[i : i + 500], "tid": tenant.id}):
             earlier_ones[key] = (eid, dg)
     fresh: dict[str, tuple[int, EntryDraft, list[_Line], str]] = {}
     for n, (d, lines, digest) in enumerate(checked, 1):
@@ -1228,7 +1245,11 @@ def _post_entries(
             # the batch fall back to one entry at a time, which answers with its entry
             with session.begin_nested():
                 # matched by key, the rows come back in any order (one statement for all)
-                ids: dict[str, int] = {k: i for k, i in session.execute(_INSERT_ENTRIES, values)}
+                if len(values) <= FEW_ROWS:  # (the keys of a batch are distinct)
+                    made = _ENTRY_ROWS.ids(session.connection(), values)
+                    ids = {v["idempotency_key"]: i for v, i in zip(values, made, strict=True)}
+                else:
+                    ids = {k: i for k, i in session.execute(_INSERT_ENTRIES, values)}
                 rows = [
                     row
                     for _, d, lines, _ in new

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 
+from erp_core.db.bulk import FEW_ROWS
 from erp_core.db.session import system_access
 from erp_core.ledger import service
 from erp_core.ledger.models import JournalEntry, Posting
@@ -291,8 +292,10 @@ def _posted(erp_db: Any, tid: int) -> list[tuple[str, str]]:
 
 def test_a_posting_batch_posts_its_calls_together_in_their_order(erp_db, make_tenant):
     """Calls that want nothing back are queued and posted at the block's end with one insert
-    of entries for all of them, in call order, each with its call's actor."""
+    of entries for all of them, in call order, each with its call's actor. (More entries than
+    ``FEW_ROWS``: fewer go in one statement each.)"""
     tid = make_tenant("acme").id
+    outer = [f"r{i}" for i in range(1, FEW_ROWS + 1)]
     inserts: list[str] = []
 
     def counted(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -304,7 +307,7 @@ def test_a_posting_batch_posts_its_calls_together_in_their_order(erp_db, make_te
         event.listen(erp_db.engine, "before_cursor_execute", counted)
         try:
             with service.posting_batch(s):
-                service.post_entries(s, [sale("r1"), sale("r2")], actor="oms", returning=False)
+                service.post_entries(s, [sale(k) for k in outer], actor="oms", returning=False)
                 with service.posting_batch(s):  # nested: joins the outer block
                     service.post_entries(s, [sale("c1")], actor="inventory", returning=False)
                 assert inserts == []  # nothing posted yet
@@ -313,8 +316,7 @@ def test_a_posting_batch_posts_its_calls_together_in_their_order(erp_db, make_te
             event.remove(erp_db.engine, "before_cursor_execute", counted)
     assert _posted(erp_db, tid) == [
         ("warm", ""),
-        ("r1", "oms"),
-        ("r2", "oms"),
+        *((k, "oms") for k in outer),
         ("c1", "inventory"),
     ]
 
