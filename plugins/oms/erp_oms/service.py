@@ -21,14 +21,15 @@ from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, Table, bindparam, func, insert, select, update
+from sqlalchemy import BindParameter, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
 from erp_core.channels.types import Order as ChannelOrder
 from erp_core.db.base import beside_key, utcnow
-from erp_core.db.bulk import RowInsert, RowStatement
+from erp_core.db.bulk import FEW_ROWS, RowInsert, RowStatement
 from erp_core.db.cache import cached, kept_row
+from erp_core.db.direct import Direct, flushed_connection
 from erp_core.db.session import session_tenant
 from erp_core.db.types import Quantity
 from erp_core.i18n import N_, Message
@@ -394,11 +395,11 @@ def store_orders(
         return []
     platform_ids = list(dict.fromkeys(o.order_id for o in orders))
     known: set[str] = set()
+    conn, tid = flushed_connection(session), _tid(session)
     for n in range(0, len(platform_ids), 500):
         known.update(
-            session.scalars(
-                _KNOWN_ORDERS if account_id is not None else _KNOWN_MANUAL_ORDERS,
-                {"account": account_id, "pids": platform_ids[n : n + 500]},
+            (_KNOWN_ORDERS_D if account_id is not None else _KNOWN_MANUAL_ORDERS_D).scalars(
+                conn, {"account": account_id, "pids": platform_ids[n : n + 500], "tid": tid}
             )
         )
     out: list[int] = [0] * len(orders)
@@ -424,6 +425,8 @@ def store_orders(
 _INSERT_ORDERS = insert(cast(Table, Order.__table__)).returning(
     Order.__table__.c.platform_order_id, Order.__table__.c.id
 )
+#: a few orders, their ids back (erp_core.db.bulk)
+_ORDER_ROWS = RowInsert(cast(Table, Order.__table__))
 #: order lines and timeline steps, many at a time (erp_core.db.bulk)
 _INSERT_LINES = RowInsert(cast(Table, OrderLine.__table__))
 _INSERT_EVENTS = RowInsert(cast(Table, Event.__table__))
@@ -431,9 +434,11 @@ _PARCELS = cast(Table, Parcel.__table__)
 _PARCEL_LINE_TABLE = cast(Table, ParcelLine.__table__)
 #: new parcels and their lines, ids back in the order of the rows
 _INSERT_PARCELS = insert(_PARCELS).returning(_PARCELS.c.id, sort_by_parameter_order=True)
+_PARCEL_ROWS = RowInsert(_PARCELS)
 _INSERT_PARCEL_LINES = insert(_PARCEL_LINE_TABLE).returning(
     _PARCEL_LINE_TABLE.c.id, sort_by_parameter_order=True
 )
+_PARCEL_LINE_ROWS = RowInsert(_PARCEL_LINE_TABLE)
 #: the stock moves reserving parcel lines (``b_id``: the line, ``b_moves``: the move ids),
 #: many lines at once (erp_core.db.bulk)
 _SET_LINE_MOVES = RowStatement(
@@ -445,7 +450,7 @@ _SET_LINE_MOVES = RowStatement(
     .values(move_ids=bindparam("b_moves"))
 )
 #: parcels (``ids``) reserved
-_PARCELS_RESERVED = (
+_PARCELS_RESERVED = Direct(
     update(_PARCELS)
     .where(
         _PARCELS.c.id.in_(bindparam("ids", expanding=True)),
@@ -511,8 +516,11 @@ def _insert_orders(
         )[:400]
         rows.append(row)
         firsts.append(steps)
-    ids: dict[str, int] = {pid: i for pid, i in session.execute(_INSERT_ORDERS, rows)}
-    new_ids = [ids[o.order_id] for o in orders]
+    if len(rows) <= FEW_ROWS:  # (the platform ids are distinct)
+        new_ids = _ORDER_ROWS.ids(session.connection(), rows)
+    else:
+        ids: dict[str, int] = {pid: i for pid, i in session.execute(_INSERT_ORDERS, rows)}
+        new_ids = [ids[o.order_id] for o in orders]
     lines = [
         {
             "tenant_id": tid,
@@ -687,7 +695,9 @@ def stock_by_warehouse(session: Session, sku_ids: Iterable[int]) -> dict[tuple[i
     ids = sorted(set(sku_ids))
     if not ids:
         return {}
-    rows = session.execute(_AVAILABLE_BY_WAREHOUSE, {"ids": ids}).all()
+    rows = _AVAILABLE_BY_WAREHOUSE_D.rows(
+        flushed_connection(session), {"ids": ids, "tid": _tid(session)}
+    )
     return {(s, w): Decimal(q or 0) for s, w, q in rows if w is not None}
 
 
@@ -708,7 +718,9 @@ def _context(
     keys = {(o.channel_account_id, o.buyer_key, o.address_key) for o in orders if o.buyer_key}
     if keys:
         buyers = {k[1] for k in keys}
-        others = session.execute(_OPEN_ORDERS_OF_BUYERS, {"ids": sorted(buyers)}).all()
+        others = _OPEN_ORDERS_OF_BUYERS_D.rows(
+            flushed_connection(session), {"ids": sorted(buyers), "tid": _tid(session)}
+        )
         by_key: dict[tuple[Any, str, str], list[int]] = defaultdict(list)
         for oid, acc, bk, ak in others:
             by_key[(acc, bk, ak)].append(oid)
@@ -892,10 +904,48 @@ _AVAILABLE_BY_WAREHOUSE = (
 )
 
 
+#: ``tid``: the tenant each Core statement below names for each of its tables
+_TID: BindParameter[Any] = bindparam("tid")
+
+
+def _direct(stmt: Any, *models: Any) -> Direct:
+    """``stmt`` on the driver's cursor (:class:`Direct`), with the rows of each of ``models``
+    those of the tenant ``tid``: the filter the session adds to its ORM statements."""
+    return Direct(stmt.where(*(m.tenant_id == _TID for m in models)))
+
+
+# The statements above, for the driver's cursor: called once or more per order, SQLAlchemy's
+# work per execution costs more than the database's.
+_LINES_OF_ORDERS_D = _direct(_LINES_OF_ORDERS, OrderLine)
+_KNOWN_ORDERS_D = _direct(_KNOWN_ORDERS, Order)
+_KNOWN_MANUAL_ORDERS_D = _direct(_KNOWN_MANUAL_ORDERS, Order)
+_PARCEL_MOVES_D = _direct(_PARCEL_MOVES, ParcelLine)
+_WAITING_PARCELS_D = _direct(_WAITING_PARCELS, Parcel)
+_LINES_WITH_SKU_CODES_D = Direct(
+    select(*_LINES_WITH_SKU_CODES.selected_columns)
+    .select_from(OrderLine)
+    # the SKU's tenant in the join's condition, as the session puts it: the line stays
+    .outerjoin(Sku, and_(Sku.id == OrderLine.sku_id, Sku.tenant_id == _TID))
+    .where(OrderLine.order_id.in_(_IDS), OrderLine.tenant_id == _TID)
+    .order_by(OrderLine.order_id, OrderLine.id)
+)
+_LINE_COUNTS_D = _direct(_LINE_COUNTS, OrderLine)
+_LINE_SKUS_D = _direct(_LINE_SKUS, OrderLine)
+_PLATFORM_IDS_D = _direct(_PLATFORM_IDS, Order)
+_OPEN_ORDERS_OF_BUYERS_D = _direct(_OPEN_ORDERS_OF_BUYERS, Order)
+#: the ids of the orders merged into some orders (most have none: no ORM query)
+_MERGED_INTO_IDS_D = _direct(select(Order.id).where(Order.merged_into_id.in_(_IDS)), Order)
+_CARRIED_D = _direct(_CARRIED, ParcelLine, OrderLine)
+_AVAILABLE_BY_WAREHOUSE_D = _direct(_AVAILABLE_BY_WAREHOUSE, Quant)
+
+
 def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[_LineRow]]:
     out: dict[int, list[_LineRow]] = defaultdict(list)
     if order_ids:
-        for ln in session.execute(_LINES_OF_ORDERS, {"ids": list(order_ids)}):
+        rows = _LINES_OF_ORDERS_D.rows(
+            flushed_connection(session), {"ids": list(order_ids), "tid": _tid(session)}
+        )
+        for ln in rows:
             out[ln.order_id].append(ln)
     return out
 
@@ -1028,7 +1078,11 @@ def _store_planned(
     tid = _tid(session)
     # on the connection: rows with no ORM objects need no ORM execution (nor its autoflush)
     conn = session.connection()
-    parcel_ids = list(conn.execute(_INSERT_PARCELS, [row for row, _ in planned]).scalars())
+    parcel_rows = [row for row, _ in planned]
+    if len(parcel_rows) <= FEW_ROWS:
+        parcel_ids = _PARCEL_ROWS.ids(conn, parcel_rows)
+    else:
+        parcel_ids = list(conn.execute(_INSERT_PARCELS, parcel_rows).scalars())
     line_rows: list[dict[str, Any]] = []
     for pid, (row, parcel_lines) in zip(parcel_ids, planned, strict=True):
         known.parcels.setdefault(row["order_id"], []).append(
@@ -1044,7 +1098,10 @@ def _store_planned(
             }
             for line_id, qty in parcel_lines
         )
-    line_ids = list(conn.execute(_INSERT_PARCEL_LINES, line_rows).scalars())
+    if len(line_rows) <= FEW_ROWS:
+        line_ids = _PARCEL_LINE_ROWS.ids(conn, line_rows)
+    else:
+        line_ids = list(conn.execute(_INSERT_PARCEL_LINES, line_rows).scalars())
     for lid, r in zip(line_ids, line_rows, strict=True):
         known.lines.setdefault(r["parcel_id"], []).append(
             _NewParcelLine(lid, r["parcel_id"], r["order_line_id"], r["quantity"])
@@ -1402,7 +1459,9 @@ def _reserve_orders(
         pl.order_line_id for pls in by_parcel.values() for pl in pls if pl.order_line_id not in skus
     ]
     if unknown:
-        skus.update(session.execute(_LINE_SKUS, {"ids": unknown}).all())
+        skus.update(
+            _LINE_SKUS_D.rows(flushed_connection(session), {"ids": unknown, "tid": _tid(session)})
+        )
     asks: list[ParcelLine | _NewParcelLine] = []
     requests: list[inv.ReserveRequest] = []
     for o in orders:  # in the caller's order: FIFO between orders
@@ -1449,7 +1508,7 @@ def _reserve_orders(
         o.updated_at = now
         event(session, o, "reserved", N_("%(n)s parcel(s)", n=len(of_order[o.id])))
     if reserved:
-        session.connection().execute(_PARCELS_RESERVED, {"ids": reserved, "b_tid": tid})
+        _PARCELS_RESERVED.run(session.connection(), {"ids": reserved, "b_tid": tid})
     return dict(got.shortages)
 
 
@@ -1621,7 +1680,8 @@ def _ship_many(
             parcel=parcel.id,
         )
     session.flush()
-    waiting = set(session.scalars(_WAITING_PARCELS, {"ids": order_ids}))
+    args = {"ids": order_ids, "tid": _tid(session)}
+    waiting = set(_WAITING_PARCELS_D.scalars(session.connection(), args))
     done = [orders[i] for i in order_ids if i not in waiting]
     # the revenue entries and the cost of goods sold (posted by the ledger's stock valuation
     # hook) go to the ledger together, revenue first
@@ -1646,7 +1706,12 @@ def _orders_shipped(
 ) -> list[Order]:
     """The orders whose last parcel shipped and the orders merged into them: marked shipped,
     their revenue posted; returned."""
-    members = list(session.scalars(_MERGED_INTO, {"ids": [o.id for o in done]}))
+    merged = _MERGED_INTO_IDS_D.scalars(
+        flushed_connection(session), {"ids": [o.id for o in done], "tid": _tid(session)}
+    )
+    members = (
+        sorted(session.scalars(_ORDERS, {"ids": merged}), key=lambda o: o.id) if merged else []
+    )
     by_master: dict[int, list[Order]] = {}
     for member in members:
         by_master.setdefault(member.merged_into_id or 0, []).append(member)
@@ -1677,7 +1742,8 @@ def _complete_moves(
     moves: list[int] = []
     dims: dict[int, dict[str, str]] = {}
     by_parcel = {parcel.id: parcel for parcel, _, _ in todo}
-    for parcel_id, move_ids in session.execute(_PARCEL_MOVES, {"ids": parcel_ids}):
+    args = {"ids": parcel_ids, "tid": _tid(session)}
+    for parcel_id, move_ids in _PARCEL_MOVES_D.rows(flushed_connection(session), args):
         sale = _sale_dimensions(orders[by_parcel[parcel_id].order_id])
         for m in move_ids:
             moves.append(m)
@@ -1715,7 +1781,8 @@ def post_revenues(session: Session, orders: Sequence[Order]) -> None:
     acc = get_mapping(session)
     ids = [o.id for o in orders]
     lines: dict[int, list[Any]] = {i: [] for i in ids}
-    for ln in session.execute(_LINES_WITH_SKU_CODES, {"ids": ids}):
+    args = {"ids": ids, "tid": _tid(session)}
+    for ln in _LINES_WITH_SKU_CODES_D.rows(flushed_connection(session), args):
         lines[ln.order_id].append(ln)
     drafts = []
     for o in orders:
@@ -1820,13 +1887,14 @@ def writeback_many(
         return []
     ids = [p.id for p in parcels]
     carried: dict[int, dict[int, list[str]]] = {i: defaultdict(list) for i in ids}
-    for pid, oid, line_id in session.execute(_CARRIED, {"ids": ids, "tid": _tid(session)}):
+    conn, tid = flushed_connection(session), _tid(session)
+    for pid, oid, line_id in _CARRIED_D.rows(conn, {"ids": ids, "tid": tid}):
         carried[pid][oid].append(line_id)
     order_ids = sorted(
         {oid for by_order in carried.values() for oid in by_order} | {p.order_id for p in parcels}
     )
-    platform_ids = dict(session.execute(_PLATFORM_IDS, {"ids": order_ids}).all())
-    counts = dict(session.execute(_LINE_COUNTS, {"ids": order_ids}).all())
+    platform_ids = dict(_PLATFORM_IDS_D.rows(conn, {"ids": order_ids, "tid": tid}))
+    counts = dict(_LINE_COUNTS_D.rows(conn, {"ids": order_ids, "tid": tid}))
     calls: list[list[Any]] = []
     for p in parcels:
         calls.append(

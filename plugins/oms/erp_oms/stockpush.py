@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -33,6 +33,7 @@ from erp_core.channels.interfaces import SalesChannel
 from erp_core.channels.models import ChannelAccount
 from erp_core.channels.types import StockLevel
 from erp_core.db.base import utcnow
+from erp_core.db.direct import Direct
 from erp_core.db.types import Quantity
 from erp_core.inventory.models import Quant, Sku
 from erp_core.plugins.registry import PluginRegistry
@@ -164,15 +165,21 @@ def mark(session: Session, sku_ids: Iterable[int]) -> None:
     stmt = _MARK[session.get_bind().dialect.name]
     # on the session's connection: the marks need none of its pending changes flushed first
     rows = [{"tenant_id": tid, "sku_id": i, "marked_at": now} for i in ids]
-    session.connection().execute(stmt, rows)
+    stmt.many(session.connection(), rows)
 
 
-def _mark_statement(make: Any) -> Any:
+def _mark_statement(make: Any) -> Direct:
     table = cast(Table, StockDirty.__table__)
-    ins = make(table)
-    return ins.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.sku_id],
-        set_={"marked_at": ins.excluded.marked_at},
+    ins = make(table).values(
+        tenant_id=bindparam("tenant_id"),
+        sku_id=bindparam("sku_id"),
+        marked_at=bindparam("marked_at"),
+    )
+    return Direct(
+        ins.on_conflict_do_update(
+            index_elements=[table.c.tenant_id, table.c.sku_id],
+            set_={"marked_at": ins.excluded.marked_at},
+        )
     )
 
 
