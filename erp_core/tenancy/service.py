@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -218,6 +219,15 @@ class EnabledSet:
 
 
 _cache: dict[tuple[str, int], EnabledSet] = {}
+#: engine -> its database's URL as a string (rendering it took a few µs per transaction)
+_URLS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _database_key(engine: Any) -> str:
+    key = _URLS.get(engine)
+    if key is None:
+        key = _URLS[engine] = str(engine.url)
+    return key
 
 
 def _plugin_epoch(session: Session, tenant_id: int) -> int | None:
@@ -233,7 +243,7 @@ def enabled_plugins(session: Session, tenant_id: int) -> frozenset[str]:
     epoch = _plugin_epoch(session, tenant_id)
     if epoch is None:
         return frozenset()
-    key = (str(session.get_bind().engine.url), tenant_id)
+    key = (_database_key(session.get_bind().engine), tenant_id)
     hit = _cache.get(key)
     if hit is not None and hit.epoch == epoch:
         return hit.names
