@@ -939,6 +939,16 @@ _CARRIED_D = _direct(_CARRIED, ParcelLine, OrderLine)
 _AVAILABLE_BY_WAREHOUSE_D = _direct(_AVAILABLE_BY_WAREHOUSE, Quant)
 
 
+#: orders :func:`process` takes on (``limit`` of them; of ``ids`` with ``_TO_PROCESS_OF``)
+_TO_PROCESS = (
+    select(Order)
+    .where(Order.merged_into_id.is_(None), Order.status.in_(("new", "reviewed", "routed")))
+    .order_by(Order.id)
+    .limit(bindparam("limit"))
+)
+_TO_PROCESS_OF = _TO_PROCESS.where(Order.id.in_(_IDS))
+
+
 def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[_LineRow]]:
     out: dict[int, list[_LineRow]] = defaultdict(list)
     if order_ids:
@@ -990,11 +1000,11 @@ def _process(
     hooks = hooks_of(session, hooks)
     cfg = config_of(session)
     res = Result()
-    q = select(Order).where(Order.merged_into_id.is_(None))
     if order_ids is not None:
-        q = q.where(Order.id.in_(list(order_ids)))
-    q = q.where(Order.status.in_(("new", "reviewed", "routed"))).order_by(Order.id).limit(limit)
-    orders = list(session.scalars(q))
+        args = {"ids": list(order_ids), "limit": limit}
+        orders = list(session.scalars(_TO_PROCESS_OF, args))
+    else:
+        orders = list(session.scalars(_TO_PROCESS, {"limit": limit}))
     if not orders:
         return res
     lines = _lines_of(session, [o.id for o in orders])
