@@ -49,7 +49,7 @@ from erp_core.channels.types import Order, Refund
 from erp_core.db.base import utcnow
 from erp_core.db.bulk import FEW_ROWS
 from erp_core.db.direct import Direct, flushed_connection
-from erp_core.db.session import Database, session_tenant
+from erp_core.db.session import Database, TenantValue, session_tenant
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings
 from erp_core.tenancy.service import enabled_plugins, tenant_hooks
@@ -253,7 +253,7 @@ _STORED = select(
 )
 #: the same on the driver's cursor (SQLAlchemy's work per execution costs more than the
 #: database's), its tenant named as a Core statement's
-_STORED_D = Direct(_STORED.where(ChannelObject.tenant_id == bindparam("tid")))
+_STORED_D = Direct(_STORED.where(ChannelObject.tenant_id == TenantValue(bindparam("tid"))))
 
 
 def record_versions(

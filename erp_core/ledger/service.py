@@ -30,7 +30,7 @@ from erp_core.db.base import utcnow
 from erp_core.db.bulk import FEW_ROWS, RowInsert
 from erp_core.db.cache import cached, kept_row
 from erp_core.db.direct import Direct, flushed_connection
-from erp_core.db.session import session_tenant
+from erp_core.db.session import TenantValue, session_tenant
 from erp_core.ledger.accounts import (
     DEFAULT_CHART,
     PURPOSE_NAMES,
@@ -866,7 +866,7 @@ _POSTED = select(JournalEntry.idempotency_key, JournalEntry.id, JournalEntry.dig
     JournalEntry.idempotency_key.in_(bindparam("keys", expanding=True))
 )
 #: the same on the driver's cursor (its tenant named: a Core statement)
-_POSTED_D = Direct(_POSTED.where(JournalEntry.tenant_id == bindparam("tid")))
+_POSTED_D = Direct(_POSTED.where(JournalEntry.tenant_id == TenantValue(bindparam("tid"))))
 
 
 def _replay(found: JournalEntry, digest: str) -> JournalEntry:
@@ -1014,7 +1014,8 @@ def _account_problems(
 #: a period's lock (what its refusal names), on the driver's cursor
 _PERIOD_LOCK_D = Direct(
     select(PeriodLock.period, PeriodLock.locked_by, PeriodLock.locked_at).where(
-        PeriodLock.tenant_id == bindparam("tid"), PeriodLock.period == bindparam("period")
+        PeriodLock.tenant_id == TenantValue(bindparam("tid")),
+        PeriodLock.period == bindparam("period"),
     )
 )
 

@@ -21,7 +21,17 @@ from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
@@ -30,7 +40,7 @@ from erp_core.db.base import beside_key, utcnow
 from erp_core.db.bulk import FEW_ROWS, RowInsert, RowStatement
 from erp_core.db.cache import cached, kept_row
 from erp_core.db.direct import Direct, flushed_connection
-from erp_core.db.session import session_tenant
+from erp_core.db.session import TenantValue, session_tenant
 from erp_core.db.types import Quantity
 from erp_core.i18n import N_, Message
 from erp_core.inventory import service as inv
@@ -904,8 +914,9 @@ _AVAILABLE_BY_WAREHOUSE = (
 )
 
 
-#: ``tid``: the tenant each Core statement below names for each of its tables
-_TID: BindParameter[Any] = bindparam("tid")
+#: ``tid``: the tenant each Core statement below names for each of its tables, compared as the
+#: session's own filter compares it (``TenantValue``: see erp_core.db.session)
+_TID = TenantValue(bindparam("tid", type_=BigInteger()))
 
 
 def _direct(stmt: Any, *models: Any) -> Direct:
@@ -935,7 +946,7 @@ _PLATFORM_IDS_D = _direct(_PLATFORM_IDS, Order)
 _OPEN_ORDERS_OF_BUYERS_D = _direct(_OPEN_ORDERS_OF_BUYERS, Order)
 #: the ids of the orders merged into some orders (most have none: no ORM query)
 _MERGED_INTO_IDS_D = _direct(select(Order.id).where(Order.merged_into_id.in_(_IDS)), Order)
-_CARRIED_D = _direct(_CARRIED, ParcelLine, OrderLine)
+_CARRIED_D = Direct(_CARRIED)  # scoped by the parcels, as the ORM statement is
 _AVAILABLE_BY_WAREHOUSE_D = _direct(_AVAILABLE_BY_WAREHOUSE, Quant)
 
 
