@@ -105,3 +105,52 @@ def test_psycopg_keeps_long_statements_parsed(erp_db):
         ] * 3
         after = convert.cache_info()
     assert after.misses - before.misses <= 1 and after.hits - before.hits >= 2
+
+
+def test_savepoints_go_to_the_cursor_as_sqlalchemy_would_send_them(erp_db, monkeypatch):
+    """``install_savepoint_statements``: the statements are SQLAlchemy's own text, the cursor
+    events see them, a rolled-back savepoint undoes its part alone, names past those kept
+    still work, and a driver error is raised as SQLAlchemy's."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.sql.expression import (
+        ReleaseSavepointClause,
+        RollbackToSavepointClause,
+        SavepointClause,
+    )
+
+    from erp_core.db import session as session_module
+
+    monkeypatch.setattr(session_module, "SAVEPOINT_NAMES_KEPT", 1)
+    seen: list[str] = []
+
+    def log(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        seen.append(statement)
+
+    event.listen(erp_db.engine, "before_cursor_execute", log)
+    try:
+        with erp_db.session() as s, s.begin():
+            for n in range(3):
+                with s.begin_nested():
+                    s.add(Tenant(slug=f"sp-{n}", name="Savepoint"))
+                    s.flush()
+            with pytest.raises(IntegrityError), s.begin_nested():
+                s.add(Tenant(slug="sp-0", name="Again"))
+                s.flush()
+        with erp_db.engine.connect() as conn, conn.begin(), pytest.raises(DBAPIError):
+            erp_db.engine.dialect.do_release_savepoint(conn, "no_such_savepoint")
+    finally:
+        event.remove(erp_db.engine, "before_cursor_execute", log)
+    dialect = erp_db.engine.dialect
+    for method in ("do_savepoint", "do_release_savepoint", "do_rollback_to_savepoint"):
+        assert getattr(dialect, method).__module__ == "erp_core.db.session"  # installed
+    expected = []
+    for n in range(1, 5):
+        name = f"sa_savepoint_{n}"
+        expected.append(str(SavepointClause(name).compile(dialect=dialect)))
+        done = ReleaseSavepointClause if n < 4 else RollbackToSavepointClause
+        expected.append(str(done(name).compile(dialect=dialect)))
+    assert [x for x in seen if "SAVEPOINT" in x] == [
+        *expected,
+        "RELEASE SAVEPOINT no_such_savepoint",
+    ]
+    assert all(_count(erp_db, f"sp-{n}") == 1 for n in range(3))
