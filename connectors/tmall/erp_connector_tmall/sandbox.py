@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl
 
 import httpx
 from starlette.applications import Starlette
@@ -440,12 +441,56 @@ class TmallSandbox(SalesSandbox):
     # --- the gateway ------------------------------------------------------------------------------
 
     @property
-    def app(self) -> Starlette:
+    def app(self) -> Callable[..., Any]:
+        """The gateway's ASGI app: :meth:`_gateway`, with Starlette's app behind it."""
         if self._app is None:
             self._app = Starlette(
                 routes=[Route(ROUTER_PATH, self._endpoint, methods=["GET", "POST"])]
             )
-        return self._app
+        return self._gateway
+
+    async def _gateway(self, scope: Any, receive: Any, send: Any) -> None:
+        """The gateway's usual request, a form POST to the router, answered without
+        Starlette's request, form parser, response and middleware (with the same result:
+        query string and form decoded alike, the same headers answered). In the order bench
+        the in-process sandbox serves every ship-back call, and a real platform bears this
+        cost on its own servers; every other request goes to the Starlette app."""
+        assert self._app is not None
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != ROUTER_PATH
+            or not any(
+                k == b"content-type" and v.startswith(b"application/x-www-form-urlencoded")
+                for k, v in scope["headers"]
+            )
+        ):
+            await self._app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        # as Starlette decodes them: Latin-1 bytes, then percent-escapes as UTF-8
+        params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        params.update(parse_qsl(b"".join(chunks).decode("latin-1"), keep_blank_values=True))
+        status, body = self.handle(params)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(content)).encode()),
+                    (b"content-type", b"application/json;charset=UTF-8"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
 
     async def _endpoint(self, request: Request) -> Response:
         params = {k: v for k, v in request.query_params.items()}

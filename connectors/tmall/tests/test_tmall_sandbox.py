@@ -189,3 +189,49 @@ def test_forget_drops_what_was_last_changed_before_the_cutoff(
     assert sandbox.forget(datetime.now(UTC) + DAY) == 2
     assert sandbox.shipments() == [] and sandbox.expected_refunds(T0, T0 + DAY) == {}
     assert sandbox.forget(datetime.now(UTC) + DAY) == 0
+
+
+def test_the_gateway_answers_a_form_post_as_a_query_string_or_a_multipart_form() -> None:
+    """A form POST takes the gateway's own path (``_gateway``), other requests Starlette's:
+    both decode the parameters alike (UTF-8 text, ``+``, escapes: the signature covers them)
+    and answer the same."""
+    from erp_connector_tmall.protocol import API, API_VERSION, ROUTER_PATH, format_time
+    from starlette.testclient import TestClient
+
+    from erp_core.channels.signing import top_sign
+
+    box = TmallSandbox(seed=3)
+    box.generate(T0, T0 + DAY, orders=3)
+    tid = next(iter(box.expected_orders(T0, T0 + DAY)))
+    params = {
+        "method": API.TRADE_FULLINFO,
+        "app_key": box.app_key,
+        "timestamp": format_time(datetime.now(UTC)),
+        "v": API_VERSION,
+        "format": "json",
+        "sign_method": "md5",
+        "session": box.account().access_token,
+        "fields": "tid,status,orders",
+        "tid": tid,
+        "memo": "云栖 a+b&c=d%20 ü",  # not read by the method, but signed
+    }
+    params["sign"] = top_sign(params, box.app_secret)
+    answers = []
+    with TestClient(box.app) as client:
+        for response in (
+            client.post(ROUTER_PATH, data=params),
+            client.post(ROUTER_PATH, data=params, files={"attachment": ("a.txt", b"x")}),
+            client.get(ROUTER_PATH, params=params),
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json;charset=UTF-8"
+            body = response.json()
+            assert "error_response" not in body, body
+            body["trade_fullinfo_get_response"].pop("request_id")
+            answers.append(body)
+        forged = client.post(ROUTER_PATH, data={**params, "memo": "云栖"})
+        missing = client.post(ROUTER_PATH + "x", data=params)
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0]["trade_fullinfo_get_response"]["trade"]["tid"] == int(tid)
+    assert forged.json()["error_response"]["code"] == 25
+    assert missing.status_code == 404
