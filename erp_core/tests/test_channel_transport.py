@@ -687,3 +687,141 @@ def test_channel_clients_use_it_unless_the_environment_names_a_proxy(server, mon
         assert proxied._client._mounts  # httpx mounted the proxy
     finally:
         proxied.close()
+
+
+# --- the answer's head, against http.client's own reading ----------------------------------------
+
+_HEADER_NAMES = [
+    "Content-Length",
+    "content-length",
+    "Transfer-Encoding",
+    "Connection",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "X-Trace!~",
+    "Set-Cookie",
+]
+_HEADER_VALUES = [
+    "0",
+    "12",
+    " 7 ",
+    "-3",
+    "x",
+    "chunked",
+    "Chunked",
+    "gzip, chunked",
+    "close",
+    "Keep-Alive",
+    "timeout=5",
+    "",
+    "a  b\t",
+    "\tlead",
+]
+
+
+def _head_lines() -> Any:
+    from hypothesis import strategies as st
+
+    plain = st.builds(
+        lambda n, v, crlf: f"{n}:{v}".encode("latin-1") + (b"\r\n" if crlf else b"\n"),
+        st.sampled_from(_HEADER_NAMES),
+        st.sampled_from([" " + v for v in _HEADER_VALUES] + _HEADER_VALUES),
+        st.booleans(),
+    )
+    odd = st.sampled_from(
+        [
+            b"X-Folded: one\r\n  two\r\n",  # an obsolete folded line
+            b"X-Latin: caf\xe9\r\n",  # not ASCII
+            b"X-Cr: a\rb\r\n",  # a bare CR
+            b"No colon here\r\n",
+            b"Spaced Name: x\r\n",
+            b": empty name\r\n",
+            b"From someone\r\n",
+        ]
+    )
+    return st.lists(st.one_of(plain, plain, plain, odd), max_size=8)
+
+
+def test_the_head_is_read_as_http_client_reads_it() -> None:
+    """_Response.begin (headers without the email parser when plain) sets what
+    HTTPResponse.begin sets, or raises what it raises, on generated answers: interim 100s,
+    versions, framing headers in any case and number, odd lines, HEAD, bodiless statuses."""
+    import http.client
+    import io
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from erp_core.channels.transport import _Response
+
+    class Sock:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def makefile(self, mode: str) -> Any:
+            return io.BufferedReader(io.BytesIO(self.data))
+
+    def outcome(cls: type[http.client.HTTPResponse], data: bytes, method: str) -> Any:
+        resp = cls(Sock(data), method=method)  # type: ignore[arg-type]
+        try:
+            resp.begin()
+        except Exception as exc:  # the exception is what is compared
+            return type(exc).__name__
+        try:
+            body: Any = resp.read()
+        except Exception as exc:
+            body = type(exc).__name__
+        return (
+            resp.status,
+            resp.reason,
+            resp.version,
+            resp.chunked,
+            resp.chunk_left if resp.chunked else None,
+            resp.length,
+            resp.will_close,
+            list(resp.headers.items()),
+            [(k, resp.headers.get(k)) for k in ("content-length", "transfer-encoding")],
+            body,
+        )
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTX/1.1"]),
+        st.sampled_from([b"200 OK", b"204 No Content", b"304  Not Modified ", b"103 Early", b"x"]),
+        st.booleans(),
+        _head_lines(),
+        st.sampled_from(["GET", "HEAD"]),
+        st.sampled_from([b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n"]),
+    )
+    def check(
+        version: bytes,
+        status: bytes,
+        interim: bool,
+        lines: list[bytes],
+        method: str,
+        body: bytes,
+    ) -> None:
+        data = b"HTTP/1.1 100 Continue\r\nX-A: 1\r\n\r\n" if interim else b""
+        data += version + b" " + status + b"\r\n" + b"".join(lines) + b"\r\n" + body
+        assert outcome(_Response, data, method) == outcome(http.client.HTTPResponse, data, method)
+
+    check()
+    # and a plain head takes the fast path (the email parser is not called)
+    import email.parser
+
+    calls: list[str] = []
+    real = email.parser.Parser.parsestr
+
+    def spy(self: Any, text: str, headersonly: bool = False) -> Any:
+        calls.append(text)
+        return real(self, text, headersonly)
+
+    email.parser.Parser.parsestr = spy  # type: ignore[method-assign]
+    try:
+        data = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A:  b \r\n\r\nok"
+        assert outcome(_Response, data, "GET")[-1] == b"ok"
+        assert calls == []
+        outcome(_Response, b"HTTP/1.1 200 OK\r\nX-F: a\r\n b\r\nContent-Length: 0\r\n\r\n", "GET")
+        assert len(calls) == 1
+    finally:
+        email.parser.Parser.parsestr = real  # type: ignore[method-assign]
