@@ -197,3 +197,73 @@ def test_many_rows_in_one_executemany(erp_db: Database, make_tenant: Any) -> Non
     with erp_db.tenant_session(tid) as s:
         q = select(C.target, C.details).where(C.tenant_id == tid).order_by(C.id)
         assert [tuple(r) for r in s.execute(q)] == [(str(i), {"n": i}) for i in range(5)]
+
+
+def test_written_rows_are_not_flushed_and_a_rolled_back_savepoint_expires_them(
+    erp_db: Database, make_tenant: Any
+) -> None:
+    """``written``: the values a statement wrote are the objects' database state (no flush
+    writes them, a pending change of them is dropped); the objects written while a savepoint
+    that is rolled back was open (in it, or in a savepoint released inside it) are read
+    again, the others keep what was written; a transaction rolled back expires them too."""
+    from erp_core.db.direct import written
+
+    tid = _seed(
+        erp_db, make_tenant, [{"target": t, "outcome": "ok", "details": {}} for t in "abcd"]
+    )
+    set_details = Direct(
+        update(AUDIT)
+        .where(C.id == bindparam("b_id"), C.tenant_id == bindparam("tid"))
+        .values(details=bindparam("b_details"))
+    )
+    updates: list[str] = []
+
+    def log(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.startswith("UPDATE"):
+            updates.append(statement)
+
+    def read() -> dict[str, Any]:
+        with erp_db.tenant_session(tid) as s:
+            return {e.target: e.details for e in s.scalars(select(AuditEvent))}
+
+    with erp_db.tenant_session(tid) as s:
+        a, b, c, d = s.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+
+        def write(obj: AuditEvent, details: dict[str, int]) -> None:
+            set_details.run(s.connection(), {"b_id": obj.id, "tid": tid, "b_details": details})
+            written(s, obj, {"details": details})
+
+        a.details = {"pending": 1}
+        b.outcome = "denied"
+        write(a, {"n": 1})  # outside any savepoint
+        assert list(s.dirty) == [b]  # a is clean again: its one pending change was written
+        with s.begin_nested():
+            write(b, {"n": 2})  # in a savepoint released (its pending outcome is flushed)
+        outer = s.begin_nested()
+        write(c, {"n": 3})  # in the savepoint rolled back
+        inner = s.begin_nested()
+        write(d, {"n": 4})  # in one released inside it
+        inner.commit()
+        outer.rollback()
+        assert not s.dirty
+        event.listen(erp_db.engine, "before_cursor_execute", log)
+        try:
+            s.flush()
+        finally:
+            event.remove(erp_db.engine, "before_cursor_execute", log)
+        assert updates == []
+        assert (a.details, b.details, c.details, d.details) == ({"n": 1}, {"n": 2}, {}, {})
+    assert read() == {"a": {"n": 1}, "b": {"n": 2}, "c": {}, "d": {}}
+    with erp_db.tenant_session(tid) as s:
+        assert {e.target: e.outcome for e in s.scalars(select(AuditEvent))}["b"] == "denied"
+
+    with erp_db.session(tid) as s:
+        e = s.scalars(select(AuditEvent).where(AuditEvent.target == "c")).one()
+        write2 = {"b_id": e.id, "tid": tid, "b_details": {"n": 5}}
+        set_details.run(s.connection(), write2)
+        written(s, e, {"details": {"n": 5}})
+        s.rollback()
+        assert e.details == {}
+        with pytest.raises(ValueError, match="not a persistent object"):
+            written(s, AuditEvent(target="x", action="direct", outcome="ok"), {"details": {}})
+    assert read()["c"] == {}
