@@ -33,13 +33,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
 from erp_core.channels.types import Order as ChannelOrder
 from erp_core.db.base import beside_key, utcnow
 from erp_core.db.bulk import FEW_ROWS, RowInsert, RowStatement
 from erp_core.db.cache import cached, kept_row
-from erp_core.db.direct import Direct, flushed_connection
+from erp_core.db.direct import Direct, flushed_connection, written
 from erp_core.db.session import TenantValue, session_tenant
 from erp_core.db.types import Quantity
 from erp_core.i18n import N_, Message
@@ -459,6 +460,67 @@ _SET_LINE_MOVES = RowStatement(
     )
     .values(move_ids=bindparam("b_moves"))
 )
+_ORDER_TABLE = cast(Table, Order.__table__)
+
+
+def _row_update(table: Table, *columns: str) -> RowStatement:
+    """``UPDATE table SET column = :b_column, ... WHERE id = :b_id`` (of the tenant ``b_tid``),
+    many rows in one ``executemany``: the writes of objects the run then marks as
+    :func:`~erp_core.db.direct.written` (no flush of one object, about half a millisecond)."""
+    return RowStatement(
+        update(table)
+        .where(table.c.id == bindparam("b_id"), beside_key(table.c.tenant_id) == bindparam("b_tid"))
+        .values({c: bindparam(f"b_{c}") for c in columns})
+    )
+
+
+_SHIP_PARCELS = _row_update(
+    _PARCELS,
+    "tracking_no",
+    "courier_code",
+    "state",
+    "shipped_at",
+    "writeback",
+    "writeback_next_at",
+)
+_SHIP_ORDERS = _row_update(_ORDER_TABLE, "status", "shipped_at", "updated_at")
+_RESERVE_ORDERS = _row_update(_ORDER_TABLE, "status", "updated_at")
+_ROUTE_ORDERS = _row_update(_ORDER_TABLE, "status", "tags", "updated_at")
+_WRITEBACK_FAILED = _row_update(
+    _PARCELS, "writeback", "writeback_attempts", "writeback_error", "writeback_next_at"
+)
+_WRITEBACK_DONE = _row_update(
+    _PARCELS,
+    "writeback",
+    "writeback_attempts",
+    "writeback_error",
+    "writeback_next_at",
+    "written_back_at",
+)
+
+
+def _write_rows(
+    session: Session, statement: RowStatement, changes: Sequence[tuple[Any, dict[str, Any]]]
+) -> None:
+    """Write each object's new ``values`` to its row with ``statement``, and set them on the
+    object as its database state (a pending change of them is dropped: the row now has the
+    newer value; the session's other pending changes are flushed later, as they would be)."""
+    if not changes:
+        return
+    tid = _tid(session)
+    rows = [
+        {"b_id": obj.id, "b_tid": tid, **{f"b_{k}": v for k, v in values.items()}}
+        for obj, values in changes
+    ]
+    changed = statement(session.connection(), rows).rowcount
+    if changed != len(rows):  # as a flush would find: a row gone, or of another tenant
+        raise StaleDataError(
+            f"{type(changes[0][0]).__name__}: {len(rows)} row(s) to update, {changed} found"
+        )
+    for obj, values in changes:
+        written(session, obj, values)
+
+
 #: parcels (``ids``) reserved
 _PARCELS_RESERVED = Direct(
     update(_PARCELS)
@@ -1050,6 +1112,14 @@ def _process(
             res.routed += 1
     # what was planned here, handed to the reservation, which need not read it back
     known = _store_planned(session, planned)
+    # the routed orders' review and routing, written with their parcels: the reservation's
+    # savepoint then has nothing of theirs to flush
+    routed = [o for o in ready if o.status == "routed"]
+    _write_rows(
+        session,
+        _ROUTE_ORDERS,
+        [(o, {"status": o.status, "tags": o.tags, "updated_at": o.updated_at}) for o in routed],
+    )
     known.skus = {ln.id: ln.sku_id for page in lines.values() for ln in page}
     with inv.stock_change_batch(session):  # one stock report (and push mark) per run
         _reserve_and_ship(session, orders, cfg, res, hooks, actor, known)
@@ -1517,6 +1587,7 @@ def _reserve_orders(
         _SET_LINE_MOVES(session.connection(), moved)
     now = utcnow()
     reserved: list[int] = []
+    done: list[tuple[Order, dict[str, Any]]] = []
     for o in orders:
         if o.id in got.shortages:
             continue
@@ -1525,9 +1596,9 @@ def _reserve_orders(
                 p.state = "reserved"
             else:
                 reserved.append(p.id)
-        o.status = "reserved"
-        o.updated_at = now
+        done.append((o, {"status": "reserved", "updated_at": now}))
         event(session, o, "reserved", N_("%(n)s parcel(s)", n=len(of_order[o.id])))
+    _write_rows(session, _RESERVE_ORDERS, done)
     if reserved:
         _PARCELS_RESERVED.run(session.connection(), {"ids": reserved, "b_tid": tid})
     return dict(got.shortages)
@@ -1678,15 +1749,19 @@ def _ship_many(
     order_ids = sorted({parcel.order_id for parcel, _, _ in todo})
     orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": list(order_ids)})}
     now = utcnow()
+    shipped_parcels: list[tuple[Parcel, dict[str, Any]]] = []
     for parcel, tracking_no, courier in todo:
         order = orders[parcel.order_id]
-        parcel.tracking_no = tracking_no
-        if courier:
-            parcel.courier_code = courier.strip()[:32]
-        parcel.state = "shipped"
-        parcel.shipped_at = now
-        parcel.writeback = "pending" if order.channel_account_id is not None else "none"
-        parcel.writeback_next_at = now if parcel.writeback == "pending" else None
+        back = order.channel_account_id is not None
+        values = {
+            "tracking_no": tracking_no,
+            "courier_code": courier.strip()[:32] if courier else parcel.courier_code,
+            "state": "shipped",
+            "shipped_at": now,
+            "writeback": "pending" if back else "none",
+            "writeback_next_at": now if back else None,
+        }
+        shipped_parcels.append((parcel, values))
         event(
             session,
             order,
@@ -1694,13 +1769,13 @@ def _ship_many(
             N_(
                 "parcel %(parcel)s: %(courier)s %(tracking)s",
                 parcel=parcel.id,
-                courier=parcel.courier_code,
+                courier=values["courier_code"],
                 tracking=tracking_no,
             ),
             actor=actor,
             parcel=parcel.id,
         )
-    session.flush()
+    _write_rows(session, _SHIP_PARCELS, shipped_parcels)
     args = {"ids": order_ids, "tid": _tid(session)}
     waiting = set(_WAITING_PARCELS_D.scalars(session.connection(), args))
     done = [orders[i] for i in order_ids if i not in waiting]
@@ -1738,10 +1813,9 @@ def _orders_shipped(
         by_master.setdefault(member.merged_into_id or 0, []).append(member)
     # each order, then the orders merged into it
     shipped = [x for o in done for x in (o, *by_master.get(o.id, ()))]
+    values = {"status": "shipped", "shipped_at": now, "updated_at": now}
+    _write_rows(session, _SHIP_ORDERS, [(o, values) for o in shipped])
     for o in shipped:
-        o.status = "shipped"
-        o.shipped_at = now
-        o.updated_at = now
         if o.merged_into_id is not None and o.merged_into_id in orders:
             with_order = N_("with order %(order)s", order=o.merged_into_id)
             event(session, o, "shipped", with_order, actor=actor)
@@ -1962,23 +2036,44 @@ def _record_writebacks(
     """:func:`writeback_many`'s outcomes on the parcels and the orders' timelines."""
     now = utcnow()
     accepted = []
+    failed: list[tuple[Parcel, dict[str, Any]]] = []
+    done: list[tuple[Parcel, dict[str, Any]]] = []
     for p, exc in zip(parcels, outcomes, strict=True):
-        p.writeback_attempts += 1
+        attempts = p.writeback_attempts + 1
         if exc is not None:
-            delay = WRITEBACK_DELAYS[min(p.writeback_attempts, len(WRITEBACK_DELAYS)) - 1]
-            p.writeback = "failed"
-            p.writeback_error = f"{type(exc).__name__}: {exc}"[:1000]
-            p.writeback_next_at = now + timedelta(seconds=delay)
-            _event_of(session, p.order_id, "writeback_failed", p.writeback_error, parcel=p.id)
+            delay = WRITEBACK_DELAYS[min(attempts, len(WRITEBACK_DELAYS)) - 1]
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+            failed.append(
+                (
+                    p,
+                    {
+                        "writeback": "failed",
+                        "writeback_attempts": attempts,
+                        "writeback_error": error,
+                        "writeback_next_at": now + timedelta(seconds=delay),
+                    },
+                )
+            )
+            _event_of(session, p.order_id, "writeback_failed", error, parcel=p.id)
             accepted.append(False)
             continue
-        p.writeback = "done"
-        p.writeback_error = ""
-        p.writeback_next_at = None
-        p.written_back_at = now
+        done.append(
+            (
+                p,
+                {
+                    "writeback": "done",
+                    "writeback_attempts": attempts,
+                    "writeback_error": "",
+                    "writeback_next_at": None,
+                    "written_back_at": now,
+                },
+            )
+        )
         for oid in sorted(carried[p.id]):
             _event_of(session, oid, "written_back", f"{p.courier_code} {p.tracking_no}")
         accepted.append(True)
+    _write_rows(session, _WRITEBACK_FAILED, failed)
+    _write_rows(session, _WRITEBACK_DONE, done)
     return accepted
 
 

@@ -552,3 +552,62 @@ def test_write_back_calls_in_parallel_and_keeps_each_refusal_on_its_parcel(
             order = s.get(Order, p.order_id)
             assert order is not None and got[order.platform_order_id] == p.tracking_no
         assert known not in got
+
+
+def test_a_shipment_undone_by_a_savepoint_leaves_parcel_and_order_as_stored(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    """Shipping writes the parcel's and the order's new state with statements of its own
+    (``erp_core.db.direct.written``), not through a flush: a savepoint rolled back around it
+    leaves both objects as the database has them, the write-back's outcome likewise; a
+    parcel whose row is gone is an error, as a flush's would be."""
+    from sqlalchemy import delete
+    from sqlalchemy.orm.exc import StaleDataError
+
+    now = datetime.now(UTC)
+    for h in (3, 4):
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h))
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        assert svc.process(s).reserved == 2
+    with erp_db.tenant_session(tid) as s:
+        first, second = s.scalars(
+            select(Parcel).where(Parcel.state == "reserved").order_by(Parcel.id)
+        ).all()
+        order = s.get(Order, first.order_id)
+        assert order is not None and order.status == "reserved"
+        before = (first.state, first.tracking_no, first.writeback)
+        undone = s.begin_nested()
+        svc.ship(s, first, tracking_no="SF0000000001", courier_code="SF")
+        assert (first.state, order.status) == ("shipped", "shipped")
+        undone.rollback()
+        assert (first.state, first.tracking_no, first.writeback) == before
+        assert order.status == "reserved" and not s.dirty
+        svc.ship(s, first, tracking_no="SF0000000001", courier_code="SF")
+        first_id, second_id = first.id, second.id
+    with erp_db.tenant_session(tid) as s:
+        parcel = s.get(Parcel, first_id)
+        assert parcel is not None
+        assert (parcel.state, parcel.tracking_no, parcel.writeback) == (
+            "shipped",
+            "SF0000000001",
+            "pending",
+        )
+        assert s.scalar(select(Order.status).where(Order.id == parcel.order_id)) == "shipped"
+        undone = s.begin_nested()
+        assert run_due(s, erp_registry, erp_settings) == {"done": 1, "failed": 0}
+        assert parcel.writeback == "done"
+        undone.rollback()
+        assert parcel.writeback == "pending" and parcel.writeback_attempts == 0
+    with erp_db.session(tid) as s:
+        gone = s.get(Parcel, second_id)
+        assert gone is not None
+        conn = s.connection()
+        conn.execute(delete(ParcelLine.__table__).where(ParcelLine.parcel_id == second_id))
+        conn.execute(delete(Parcel.__table__).where(Parcel.id == second_id))
+        with pytest.raises(StaleDataError, match="1 row"):
+            svc.ship(s, gone, tracking_no="SF0000000002", courier_code="SF")
+        s.rollback()
+    with erp_db.tenant_session(tid) as s:
+        assert s.scalar(select(Parcel.state).where(Parcel.id == second_id)) == "reserved"
