@@ -185,8 +185,21 @@ def test_many_rows_in_one_executemany(erp_db: Database, make_tenant: Any) -> Non
     )
     at = datetime(2026, 12, 1, tzinfo=UTC)
     rows = [{"t": tid, "x": str(i), "d": {"n": i}, "at": at} for i in range(5)]
+    flags: list[bool] = []
+
+    def log(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
+        if statement.startswith("INSERT"):
+            flags.append(many)
+
     with erp_db.tenant_session(tid) as s:
-        assert add.many(s.connection(), rows) == 5
+        event.listen(erp_db.engine, "before_cursor_execute", log)
+        try:
+            assert add.many(s.connection(), rows) == 5
+            # one row goes in a plain execute (psycopg's executemany costs more for one)
+            assert add.many(s.connection(), [{"t": tid, "x": "5", "d": {"n": 5}, "at": at}]) == 1
+        finally:
+            event.remove(erp_db.engine, "before_cursor_execute", log)
+        assert flags == [True, False]
         assert add.many(s.connection(), []) == 0
         with pytest.raises(ValueError, match="lists"):
             Direct(_BY_TARGETS).many(s.connection(), [{"tid": tid, "targets": ["a"]}])
@@ -196,7 +209,7 @@ def test_many_rows_in_one_executemany(erp_db: Database, make_tenant: Any) -> Non
             lazy.run(s.connection(), {"t": tid})
     with erp_db.tenant_session(tid) as s:
         q = select(C.target, C.details).where(C.tenant_id == tid).order_by(C.id)
-        assert [tuple(r) for r in s.execute(q)] == [(str(i), {"n": i}) for i in range(5)]
+        assert [tuple(r) for r in s.execute(q)] == [(str(i), {"n": i}) for i in range(6)]
 
 
 def test_written_rows_are_not_flushed_and_a_rolled_back_savepoint_expires_them(
