@@ -244,6 +244,15 @@ def _owner(obj: Any) -> Any:
 _KEY_HEADS: dict[type[Any], tuple[type[Any], Any]] = {}
 
 
+def _key_head(cls: type[Any]) -> tuple[type[Any], Any]:
+    """The parts of ``cls``'s identity keys other than the id (worked out once per model)."""
+    head = _KEY_HEADS.get(cls)
+    if head is None:
+        klass, _, token = identity_key(cls, 0)
+        head = _KEY_HEADS[cls] = (klass, token)
+    return head
+
+
 def kept_rows(session: Session, cls: type[M], ids: Iterable[int]) -> dict[int, M]:
     """The rows of the master-data model ``cls`` with ``ids`` that need no query: those in
     the session, and those kept across transactions (:func:`keep_rows`), merged into the session
@@ -251,11 +260,7 @@ def kept_rows(session: Session, cls: type[M], ids: Iterable[int]) -> dict[int, M
     out: dict[int, M] = {}
     absent = []
     idmap = session.identity_map
-    head = _KEY_HEADS.get(cls)
-    if head is None:  # the identity keys' other parts, once per model
-        klass, _, token = identity_key(cls, 0)
-        head = _KEY_HEADS[cls] = (klass, token)
-    klass, token = head
+    klass, token = _key_head(cls)
     for ident in ids:
         obj = idmap.get((klass, (ident,), token))
         if obj is None:
@@ -306,6 +311,30 @@ def keep_rows(session: Session, objs: Iterable[Any]) -> None:
             continue
         if state.persistent and not state.modified and len(kept) < MAX_ROWS:
             kept[(type(obj), state.identity[0])] = _detached_copy(obj)
+
+
+def kept_copy(session: Session, cls: type[M], ident: int) -> M | None:
+    """A master-data row of ``cls`` to read, with no query and without merging it into the
+    session: the session's own object when it holds the row, else the copy kept across
+    transactions (:func:`keep_rows`), else None (the caller reads the row, with
+    :func:`kept_row`, say).
+
+    A kept copy belongs to no session and is shared by every session of the process: read its
+    columns only. Never change it, never hand it to a session (as a relationship's value, to
+    ``add``, ``merge`` or ``delete``) and never follow its relationships (no session loads
+    them). Merging a row into the session (:func:`kept_rows`) costs about
+    as much as a small query; a call that only reads a few columns of a few rows need not pay
+    it."""
+    klass, token = _key_head(cls)
+    obj = session.identity_map.get((klass, (ident,), token))
+    if obj is not None and not instance_state(obj).expired:
+        return obj
+    if obj is None:  # (an expired object: the row may have changed; the caller reads it)
+        kept: dict[tuple[type[Any], int], Any] = cached(session, "erp.rows", dict)
+        snap = kept.get((cls, ident))
+        if snap is not None:
+            return snap
+    return None
 
 
 def kept_row(session: Session, cls: type[M], ident: int) -> M | None:

@@ -50,7 +50,7 @@ from sqlalchemy.orm.base import instance_state
 
 from erp_core.db.base import beside_key, utcnow
 from erp_core.db.bulk import FEW_ROWS, RowInsert, RowStatement
-from erp_core.db.cache import cached, keep_rows, kept_row, kept_rows
+from erp_core.db.cache import cached, keep_rows, kept_copy, kept_row, kept_rows
 from erp_core.db.direct import Direct
 from erp_core.db.session import SYSTEM_KEY, fetch_one_raw, session_tenant
 from erp_core.db.types import Quantity
@@ -361,7 +361,8 @@ def _tenant_info(session: Session, tid: int) -> tuple[str, ZoneInfo]:
     cache: dict[int, tuple[str, ZoneInfo]] = session.info.setdefault("erp_inv_tenant", {})
     hit = cache.get(tid)
     if hit is None:
-        row = kept_row(session, Tenant, tid) if tid == session_tenant(session) else None
+        mine = tid == session_tenant(session)
+        row = (kept_copy(session, Tenant, tid) or kept_row(session, Tenant, tid)) if mine else None
         if row is None:
             row = session.get(Tenant, tid)
         if row is None:
@@ -510,6 +511,36 @@ def _held(session: Session, cls: type[_T], ident: int, tid: int) -> _T | None:
         return None
     session.info.setdefault(_HELD, {})[(cls, ident)] = obj
     return obj
+
+
+def _read_only(session: Session, cls: type[_T], ident: int, tid: int) -> _T | None:
+    """A master-data row of the tenant ``tid`` (or shared) to read and nothing else: a kept
+    copy where there is one (:func:`~erp_core.db.cache.kept_copy`: not merged into the
+    session, so never changed or handed to it), else as :func:`_held` has it."""
+    obj = kept_copy(session, cls, ident)
+    if obj is None:
+        return _held(session, cls, ident, tid)
+    return obj if obj.tenant_id in (None, tid) else None
+
+
+def _to_read(op: _Op, cls: type[_T], ref: Any, lookup: Callable[[Session, Any], _T]) -> _T:
+    """The row named by ``ref`` to read only: by id, :meth:`_Op.read_only`; otherwise (or if
+    that finds none) ``lookup`` (``get_sku``, say), which names what is wrong."""
+    if isinstance(ref, int) and not isinstance(ref, bool) and 0 < ref < 2**63:
+        obj = op.read_only(cls, ref)
+        if obj is not None:
+            return obj
+    return lookup(op.session, ref)
+
+
+def _virtual_to_read(op: _Op, usage: str) -> Location:
+    """:func:`virtual_location` to read only (a kept copy where there is one)."""
+    ids: dict[str, int] = cached(op.session, "inv.virtual", dict)
+    if len(ids) == len(VIRTUAL_LOCATIONS):
+        loc = op.read_only(Location, ids[usage])
+        if loc is not None:
+            return loc
+    return virtual_location(op.session, usage)
 
 
 def virtual_location(session: Session, usage: str) -> Location:
@@ -812,6 +843,8 @@ class _Op:
     dimensions: dict[str, str] = field(default_factory=dict)
     undo: list[Callable[[], None]] = field(default_factory=list)
     locked: bool = False
+    #: master-data rows read by the call (see :meth:`read_only`)
+    seen: dict[tuple[type[Any], int], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tid = _tenant_id(self.session)
@@ -854,9 +887,19 @@ class _Op:
         self.undo.clear()
 
     def location(self, loc_id: int) -> Location:
-        loc = _held(self.session, Location, loc_id, self.tid)
+        loc = self.read_only(Location, loc_id)
         assert loc is not None
         return loc
+
+    def read_only(self, cls: type[_T], ident: int) -> _T | None:
+        """:func:`_read_only`, kept for the rest of the call."""
+        key = (cls, ident)
+        obj = self.seen.get(key)
+        if obj is None:
+            obj = _read_only(self.session, cls, ident, self.tid)
+            if obj is not None:
+                self.seen[key] = obj
+        return obj
 
 
 #: ``Session.info`` key: the transaction that took SQLite's write lock (:meth:`_Op.write_lock`)
@@ -954,8 +997,8 @@ def _stock_changes(session: Session, tid: int, pairs: set[tuple[int, int]]) -> l
     }
     out = []
     for sku_id, wh_id in sorted(pairs):
-        sku = session.get(Sku, sku_id)
-        wh = session.get(Warehouse, wh_id)
+        sku = _read_only(session, Sku, sku_id, tid)
+        wh = _read_only(session, Warehouse, wh_id, tid)
         assert sku is not None and wh is not None
         on_hand, reserved = sums.get((sku_id, wh_id), (0, 0))
         on_hand = Decimal(on_hand) if not isinstance(on_hand, Decimal) else on_hand
@@ -1492,7 +1535,7 @@ def reserve_many(
     dst = (
         get_location(session, to_location)
         if to_location is not None
-        else virtual_location(session, "customer")
+        else _virtual_to_read(op, "customer")
     )
     _check_destination(dst)
     _hold_many(session, Sku, [r.sku for r in reqs if isinstance(r, ReserveRequest)], op.tid)
@@ -1503,9 +1546,9 @@ def reserve_many(
     for i, r in enumerate(reqs):
         if not isinstance(r, ReserveRequest):
             raise InventoryError(f"request {i + 1} is not a ReserveRequest")
-        sku = skus.get(r.sku) or skus.setdefault(r.sku, get_sku(session, r.sku))
+        sku = skus.get(r.sku) or skus.setdefault(r.sku, _to_read(op, Sku, r.sku, get_sku))
         wh = whs.get(r.warehouse) or whs.setdefault(
-            r.warehouse, get_warehouse(session, r.warehouse)
+            r.warehouse, _to_read(op, Warehouse, r.warehouse, get_warehouse)
         )
         stype, sid = _source(r.source)
         parsed.append(
@@ -1563,12 +1606,12 @@ def _reserve_one_by_one(
         with session.begin_nested():
             for i in idx:
                 sku, qty, wh, key, stype, sid, ref = parsed[i]
-                out[i] = reserve(
+                out[i] = reserve(  # (by id: the rows may be kept copies)
                     session,
-                    sku,
+                    sku.id,
                     qty,
-                    warehouse=wh,
-                    to_location=dst,
+                    warehouse=wh.id,
+                    to_location=dst.id,
                     source=(stype, sid) if stype is not None and sid is not None else None,
                     idempotency_key=key,
                     reference=ref,
@@ -1741,6 +1784,7 @@ def _hold_many(session: Session, cls: type[_T], refs: Iterable[Any], tid: int) -
         {r for r in refs if isinstance(r, int) and not isinstance(r, bool) and 0 < r < 2**63}
         - {i for c, i in held if c is cls}
     )
+    ids = [i for i in ids if kept_copy(session, cls, i) is None]  # those need no query
     for ident, obj in kept_rows(session, cls, ids).items():
         if obj.tenant_id in (None, tid):
             held[(cls, ident)] = obj
@@ -1953,7 +1997,7 @@ def _load(op: _Op, ids: list[int]) -> list[_Row]:
     rows = []
     for i in ids:
         r = found[i]
-        sku = _held(op.session, Sku, r.sku_id, op.tid)
+        sku = op.read_only(Sku, r.sku_id)
         assert sku is not None
         rows.append(
             _Row(
@@ -2445,7 +2489,7 @@ def _value(
             wh_code = None
             if wh_side.warehouse_id is not None:
                 if wh_side.warehouse_id not in wh_codes:
-                    wh = _held(op.session, Warehouse, wh_side.warehouse_id, op.tid)
+                    wh = op.read_only(Warehouse, wh_side.warehouse_id)
                     wh_codes[wh_side.warehouse_id] = wh.code if wh is not None else None
                 wh_code = wh_codes[wh_side.warehouse_id]
             if amount != 0:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 from erp_core.audit.service import record
 from erp_core.db.base import utcnow
 from erp_core.db.bulk import FEW_ROWS, RowInsert
-from erp_core.db.cache import cached, kept_row
+from erp_core.db.cache import cached, kept_copy, kept_row
 from erp_core.db.direct import Direct, flushed_connection
 from erp_core.db.session import TenantValue, session_tenant
 from erp_core.ledger.accounts import (
@@ -93,10 +93,12 @@ LIMITS = {"memo": 500, "dimension": 100, "narration": 2000, "key": 200, "stype":
 
 
 def tenant_of(session: Session) -> Tenant:
+    """The session's tenant, to read (its id, currency, time zone, name): a kept copy where
+    there is one (:func:`~erp_core.db.cache.kept_copy`), never to be changed."""
     tid = session_tenant(session)
     if tid is None:
         raise NoTenantError("the ledger needs a session bound to a tenant")
-    tenant = kept_row(session, Tenant, tid)
+    tenant = kept_copy(session, Tenant, tid) or kept_row(session, Tenant, tid)
     if tenant is None:
         raise LedgerError(f"no tenant {tid}")
     return tenant

@@ -300,6 +300,19 @@ def test_kept_rows_stop_at_their_bound_and_reads_go_on(
             assert len(kept) == 2
 
 
+def count_merges(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The objects merged into any session from now on."""
+    merges: list[Any] = []
+    real_merge = Session.merge
+
+    def counting_merge(self: Session, obj: Any, **kw: Any) -> Any:
+        merges.append(obj)
+        return real_merge(self, obj, **kw)
+
+    monkeypatch.setattr(Session, "merge", counting_merge)
+    return merges
+
+
 def test_a_kept_row_is_merged_once_a_transaction_even_when_let_go(
     erp_db: Database, two: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,14 +322,7 @@ def test_a_kept_row_is_merged_once_a_transaction_even_when_let_go(
     with erp_db.tenant_session(a) as s:
         sku_id = s.scalars(select(Sku.id).where(Sku.code == "S1")).one()
         assert cache.kept_row(s, Sku, sku_id) is not None  # read, and kept for later ones
-    merges: list[Any] = []
-    real_merge = Session.merge
-
-    def counting_merge(self: Session, obj: Any, **kw: Any) -> Any:
-        merges.append(obj)
-        return real_merge(self, obj, **kw)
-
-    monkeypatch.setattr(Session, "merge", counting_merge)
+    merges = count_merges(monkeypatch)
     for _ in range(2):
         with erp_db.tenant_session(a) as s:
             for _ in range(3):
@@ -324,3 +330,67 @@ def test_a_kept_row_is_merged_once_a_transaction_even_when_let_go(
                 assert cache.kept_row(s, Sku, sku_id).name == "A's"  # type: ignore[union-attr]
                 gc.collect()
     assert len(merges) == 2  # once in each transaction
+
+
+def test_a_kept_copy_is_read_without_a_query_and_never_joins_the_session(
+    erp_db: Database, two: Any
+) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.orm import object_session
+
+    a, b = two
+    with erp_db.tenant_session(a) as s:
+        sku_id = s.scalars(select(Sku.id).where(Sku.code == "S1")).one()
+        assert cache.kept_copy(s, Sku, sku_id) is None  # nothing kept yet, nothing held
+        held = cache.kept_row(s, Sku, sku_id)
+        assert cache.kept_copy(s, Sku, sku_id) is held  # the session's own object first
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    with erp_db.tenant_session(a) as s:
+        s.connection()  # (the epochs' query, before counting)
+        cache.tenant_epochs(s, a)
+        event.listen(erp_db.engine, "before_cursor_execute", count)
+        try:
+            copy = cache.kept_copy(s, Sku, sku_id)
+        finally:
+            event.remove(erp_db.engine, "before_cursor_execute", count)
+        assert copy is not None and (copy.code, copy.name) == ("S1", "A's")
+        assert statements == []
+        assert object_session(copy) is None and copy not in s
+        assert not [o for o in s.identity_map.values() if isinstance(o, Sku)]
+    with erp_db.tenant_session(b) as s:  # another tenant's copies are not this one's
+        assert cache.kept_copy(s, Sku, sku_id) is None
+    with erp_db.tenant_session(a) as s:  # a transaction that wrote master data reads anew
+        inv.create_sku(s, code="S2", name="two")
+        assert cache.kept_copy(s, Sku, sku_id) is None
+        row = s.get(Sku, sku_id)
+        assert row is not None
+        s.expire(row)  # an expired object: the row may have changed, read it again
+        assert cache.kept_copy(s, Sku, sku_id) is None
+
+
+def test_stock_calls_read_kept_copies_and_merge_no_row(
+    erp_db: Database, two: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reserving and completing read their master data (SKU, warehouse, locations, tenant) from
+    kept copies: nothing merged into the session, the same stock as before."""
+    a, _ = two
+    with erp_db.tenant_session(a) as s:
+        wh = inv.create_warehouse(s, code="W1", name="one")
+        inv.receive(s, "S1", 10, warehouse=wh.id, unit_cost="2.00")
+        sku_id = inv.get_sku(s, "S1").id
+        wh_id = wh.id
+    for _ in range(2):  # the first transactions read and keep the rows
+        with erp_db.tenant_session(a) as s:
+            r = inv.reserve_many(s, [inv.ReserveRequest(sku_id, 1, wh_id, group=1)])
+            inv.complete(s, r.reservations[0].move_ids)  # type: ignore[union-attr]
+    merges = count_merges(monkeypatch)
+    with erp_db.tenant_session(a) as s:
+        r = inv.reserve_many(s, [inv.ReserveRequest(sku_id, 3, wh_id, group=1)])
+        inv.complete(s, r.reservations[0].move_ids)  # type: ignore[union-attr]
+        assert merges == []
+        [level] = inv.stock_levels(s, sku="S1", warehouse=wh_id)
+        assert (level.on_hand, level.reserved) == (5, 0)

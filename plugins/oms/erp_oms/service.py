@@ -39,7 +39,7 @@ from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, Refun
 from erp_core.channels.types import Order as ChannelOrder
 from erp_core.db.base import beside_key, utcnow
 from erp_core.db.bulk import FEW_ROWS, RowInsert, RowStatement
-from erp_core.db.cache import cached, kept_row
+from erp_core.db.cache import cached, kept_copy, kept_row
 from erp_core.db.direct import Direct, flushed_connection, written
 from erp_core.db.session import TenantValue, session_tenant
 from erp_core.db.types import Quantity
@@ -1855,7 +1855,7 @@ def _local_date(session: Session, when: datetime) -> date:
     zones: dict[int, ZoneInfo] = session.info.setdefault("oms_zone", {})
     zone = zones.get(tid)
     if zone is None:
-        tenant = kept_row(session, Tenant, tid)
+        tenant = kept_copy(session, Tenant, tid) or kept_row(session, Tenant, tid)
         zone = zones[tid] = ZoneInfo((tenant.timezone if tenant else None) or "Asia/Shanghai")
     return _aware(when).astimezone(zone).date()
 
