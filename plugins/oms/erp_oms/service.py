@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
 
 from erp_core.channels.types import LineRefundStatus, OrderStatus, Refund, RefundStatus
 from erp_core.channels.types import Order as ChannelOrder
@@ -507,18 +508,37 @@ def _write_rows(
     newer value; the session's other pending changes are flushed later, as they would be)."""
     if not changes:
         return
+    _write_ids(session, statement, type(changes[0][0]), [(o.id, v) for o, v in changes])
+    for obj, values in changes:
+        written(session, obj, values)
+
+
+def _write_ids(
+    session: Session,
+    statement: RowStatement,
+    cls: type[Any],
+    changes: Sequence[tuple[int, dict[str, Any]]],
+    *,
+    held: bool = False,
+) -> None:
+    """:func:`_write_rows` by the rows' ids (``cls`` their model). With ``held``, an object
+    of one of the rows that the session holds is marked written too."""
+    if not changes:
+        return
     tid = _tid(session)
     rows = [
-        {"b_id": obj.id, "b_tid": tid, **{f"b_{k}": v for k, v in values.items()}}
-        for obj, values in changes
+        {"b_id": ident, "b_tid": tid, **{f"b_{k}": v for k, v in values.items()}}
+        for ident, values in changes
     ]
     changed = statement(session.connection(), rows).rowcount
     if changed != len(rows):  # as a flush would find: a row gone, or of another tenant
-        raise StaleDataError(
-            f"{type(changes[0][0]).__name__}: {len(rows)} row(s) to update, {changed} found"
-        )
-    for obj, values in changes:
-        written(session, obj, values)
+        raise StaleDataError(f"{cls.__name__}: {len(rows)} row(s) to update, {changed} found")
+    if held:
+        idmap = session.identity_map
+        for ident, values in changes:
+            obj = idmap.get(identity_key(cls, ident))
+            if obj is not None:
+                written(session, obj, values)
 
 
 #: parcels (``ids``) reserved
@@ -1006,8 +1026,12 @@ _LINE_COUNTS_D = _direct(_LINE_COUNTS, OrderLine)
 _LINE_SKUS_D = _direct(_LINE_SKUS, OrderLine)
 _PLATFORM_IDS_D = _direct(_PLATFORM_IDS, Order)
 _OPEN_ORDERS_OF_BUYERS_D = _direct(_OPEN_ORDERS_OF_BUYERS, Order)
-#: the ids of the orders merged into some orders (most have none: no ORM query)
-_MERGED_INTO_IDS_D = _direct(select(Order.id).where(Order.merged_into_id.in_(_IDS)), Order)
+#: orders as rows with every column (what shipping reads of them: no ORM load)
+_ORDER_ROWS_D = _direct(select(*cast(Table, Order.__table__).c).where(Order.id.in_(_IDS)), Order)
+#: the same, of the orders merged into some orders
+_MERGED_ROWS_D = _direct(
+    select(*cast(Table, Order.__table__).c).where(Order.merged_into_id.in_(_IDS)), Order
+)
 _CARRIED_D = Direct(_CARRIED)  # scoped by the parcels, as the ORM statement is
 _AVAILABLE_BY_WAREHOUSE_D = _direct(_AVAILABLE_BY_WAREHOUSE, Quant)
 
@@ -1699,7 +1723,8 @@ def _check_shipment(parcel: Parcel, tracking_no: str, courier_code: str | None) 
     return True
 
 
-def _sale_dimensions(order: Order) -> dict[str, str]:
+def _sale_dimensions(order: Any) -> dict[str, str]:
+    """(``order``: an Order or its row)"""
     return {
         "channel": order.connector or "manual",
         "store": str(order.channel_account_id or ""),
@@ -1745,9 +1770,13 @@ def _ship_many(
             todo.append((parcel, tracking_no, courier))
     if not todo:
         return
-    # the orders, read at once and held while shipping (the identity map holds weakly)
+    # the orders, read at once as rows: shipping reads a few of their columns, and writes
+    # what changes by id (an object of one that the session holds is kept up to date)
     order_ids = sorted({parcel.order_id for parcel, _, _ in todo})
-    orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": list(order_ids)})}
+    args = {"ids": order_ids, "tid": _tid(session)}
+    orders: dict[int, Any] = {
+        o.id: o for o in _ORDER_ROWS_D.rows(flushed_connection(session), args)
+    }
     now = utcnow()
     shipped_parcels: list[tuple[Parcel, dict[str, Any]]] = []
     for parcel, tracking_no, courier in todo:
@@ -1776,7 +1805,6 @@ def _ship_many(
             parcel=parcel.id,
         )
     _write_rows(session, _SHIP_PARCELS, shipped_parcels)
-    args = {"ids": order_ids, "tid": _tid(session)}
     waiting = set(_WAITING_PARCELS_D.scalars(session.connection(), args))
     done = [orders[i] for i in order_ids if i not in waiting]
     # the revenue entries and the cost of goods sold (posted by the ledger's stock valuation
@@ -1795,26 +1823,22 @@ def _ship_many(
 
 def _orders_shipped(
     session: Session,
-    done: list[Order],
-    orders: Mapping[int, Order],
+    done: list[Any],
+    orders: Mapping[int, Any],
     now: datetime,
     actor: str,
-) -> list[Order]:
-    """The orders whose last parcel shipped and the orders merged into them: marked shipped,
-    their revenue posted; returned."""
-    merged = _MERGED_INTO_IDS_D.scalars(
-        flushed_connection(session), {"ids": [o.id for o in done], "tid": _tid(session)}
-    )
-    members = (
-        sorted(session.scalars(_ORDERS, {"ids": merged}), key=lambda o: o.id) if merged else []
-    )
-    by_master: dict[int, list[Order]] = {}
+) -> list[Any]:
+    """The orders (rows of ``_ORDER_ROWS_D``) whose last parcel shipped and the orders merged
+    into them: marked shipped, their revenue posted; returned, as they are now."""
+    args = {"ids": [o.id for o in done], "tid": _tid(session)}
+    members = sorted(_MERGED_ROWS_D.rows(flushed_connection(session), args), key=lambda o: o.id)
+    by_master: dict[int, list[Any]] = {}
     for member in members:
         by_master.setdefault(member.merged_into_id or 0, []).append(member)
     # each order, then the orders merged into it
-    shipped = [x for o in done for x in (o, *by_master.get(o.id, ()))]
     values = {"status": "shipped", "shipped_at": now, "updated_at": now}
-    _write_rows(session, _SHIP_ORDERS, [(o, values) for o in shipped])
+    shipped = [x._replace(**values) for o in done for x in (o, *by_master.get(o.id, ()))]
+    _write_ids(session, _SHIP_ORDERS, Order, [(o.id, values) for o in shipped], held=True)
     for o in shipped:
         if o.merged_into_id is not None and o.merged_into_id in orders:
             with_order = N_("with order %(order)s", order=o.merged_into_id)
@@ -1826,7 +1850,7 @@ def _orders_shipped(
 def _complete_moves(
     session: Session,
     todo: Sequence[tuple[Parcel, str, str | None]],
-    orders: Mapping[int, Order],
+    orders: Mapping[int, Any],
     hooks: Any,
 ) -> None:
     """The parcels' stock moves done in one kernel call, each order's cost of goods sold on
@@ -1866,9 +1890,9 @@ def post_revenue(session: Session, o: Order) -> None:
     post_revenues(session, [o])
 
 
-def post_revenues(session: Session, orders: Sequence[Order]) -> None:
-    """:func:`post_revenue` for several orders: their lines read at once, their entries posted
-    together (``post_entries``)."""
+def post_revenues(session: Session, orders: Sequence[Any]) -> None:
+    """:func:`post_revenue` for several orders (Orders, or rows with their columns): their
+    lines read at once, their entries posted together (``post_entries``)."""
     from erp_core.ledger.service import get_mapping, post_entries
 
     if not orders:
@@ -1889,7 +1913,7 @@ def post_revenues(session: Session, orders: Sequence[Order]) -> None:
 
 def _revenue_draft(
     session: Session,
-    o: Order,
+    o: Any,
     lines: Sequence[Any],
     acc: Mapping[str, str],
 ) -> EntryDraft | None:
