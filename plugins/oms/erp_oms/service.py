@@ -1957,19 +1957,20 @@ def _revenue_draft(
 # --- write-back ----------------------------------------------------------------------------------
 
 
-def due_writebacks(session: Session, *, limit: int = 100) -> list[Parcel]:
-    now = utcnow()
-    return list(
-        session.scalars(
-            select(Parcel)
-            .where(
-                Parcel.writeback.in_(("pending", "failed")),
-                (Parcel.writeback_next_at.is_(None)) | (Parcel.writeback_next_at <= now),
-            )
-            .order_by(Parcel.id)
-            .limit(limit)
-        )
+#: the parcels due for write-back at ``now``, oldest first, up to ``limit``
+_DUE_WRITEBACKS = (
+    select(Parcel)
+    .where(
+        Parcel.writeback.in_(("pending", "failed")),
+        (Parcel.writeback_next_at.is_(None)) | (Parcel.writeback_next_at <= bindparam("now")),
     )
+    .order_by(Parcel.id)
+    .limit(bindparam("limit"))
+)
+
+
+def due_writebacks(session: Session, *, limit: int = 100) -> list[Parcel]:
+    return list(session.scalars(_DUE_WRITEBACKS, {"now": utcnow(), "limit": limit}))
 
 
 def writeback(session: Session, parcel: Parcel, channel: Any) -> bool:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from erp_core.channels import service as channels
@@ -73,6 +73,10 @@ def run_trails(
     return {"refreshed": got, "missed": missed, "delivered": delivered}
 
 
+#: orders by id
+_ORDERS = select(Order).where(Order.id.in_(bindparam("ids", expanding=True)))
+
+
 def run_due(
     session: Session, registry: PluginRegistry, settings: Settings, *, limit: int = 100
 ) -> dict[str, int]:
@@ -81,10 +85,7 @@ def run_due(
     cache: dict[int, Any] = {}
     by_shop: dict[int, list[Parcel]] = {}
     due = due_writebacks(session, limit=limit)
-    orders = {
-        o.id: o
-        for o in session.scalars(select(Order).where(Order.id.in_({p.order_id for p in due})))
-    }
+    orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": sorted({p.order_id for p in due})})}
     for parcel in due:
         order = orders.get(parcel.order_id)
         if order is None or order.channel_account_id is None:
