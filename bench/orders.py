@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -199,10 +200,10 @@ def run(
     channel: Any,
 ) -> int:
     from erp_oms import service as svc
-    from erp_oms.models import Parcel
-    from sqlalchemy import select
 
     from erp_core.channels.sync import record_versions
+
+    to_ship, due = _parcel_statements()
 
     # one transaction per stage, as the sync, the oms.process task and the warehouse's
     # shipping each commit their own work; the sync hands a page's new orders to the OMS's
@@ -215,14 +216,25 @@ def run(
     with st.stage("review+route+reserve"), db.tenant_session(tid) as s:
         res = svc.process(s, order_ids=ids, hooks=svc.hooks_of(s), limit=len(ids) or 1)
     with st.stage("ship+ledger"), db.tenant_session(tid) as s:
-        parcels = list(
-            s.scalars(select(Parcel).where(Parcel.order_id.in_(ids), Parcel.state == "reserved"))
-        )
+        parcels = list(s.scalars(to_ship, {"ids": ids}))
         svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=svc.hooks_of(s))
     with db.tenant_session(tid) as s, st.stage("write-back"):
-        due = select(Parcel).where(Parcel.writeback == "pending", Parcel.order_id.in_(ids))
-        svc.writeback_many(s, list(s.scalars(due)), channel)
+        svc.writeback_many(s, list(s.scalars(due, {"ids": ids})), channel)
     return res.reserved
+
+
+@functools.cache
+def _parcel_statements() -> tuple[Any, Any]:
+    """(the parcels of some orders to ship, those to write back): built once, as the service's
+    own statements are, with the orders' ids given at each run."""
+    from erp_oms.models import Parcel
+    from sqlalchemy import bindparam, select
+
+    ids = bindparam("ids", expanding=True)
+    return (
+        select(Parcel).where(Parcel.order_id.in_(ids), Parcel.state == "reserved"),
+        select(Parcel).where(Parcel.writeback == "pending", Parcel.order_id.in_(ids)),
+    )
 
 
 def run_workers(
