@@ -23,17 +23,32 @@ log = logging.getLogger(__name__)
 EMBEDDED_STOP_TIMEOUT = 20.0
 
 
+#: New objects (containers) between two of the garbage collector's passes over the youngest
+#: ones, once a process has settled (Python's default: 700).
+YOUNG_COLLECTION_EVERY = 20_000
+
+
 def settle_heap() -> int:
-    """Take what the process has loaded so far out of the garbage collector's full passes;
-    returns how many objects that is.
+    """Take what the process has loaded so far out of the garbage collector's full passes,
+    and make its passes over new objects rarer; returns how many objects were settled.
 
     A process that has imported the kernel, its plugins, Celery and the web framework holds
     about 100,000 objects that live as long as it does. The collector's full passes, which a
     busy worker makes every few hundred orders, would walk them all each time (about 35 ms
     on a 2-core machine). Called once the process has started up; a forked child inherits
-    what its parent settled, and the copy-on-write pages of that heap stay shared."""
+    what its parent settled, and the copy-on-write pages of that heap stay shared.
+
+    A piece of work (a page of orders) makes and drops objects by the hundred thousand. With
+    Python's default threshold the collector looks at the youngest every 700 new objects
+    (net of those freed), and those still alive at that moment (rows, sessions, statements of
+    the work under way) move on to the older generations, which are then walked again, up to
+    full passes. Every :data:`YOUNG_COLLECTION_EVERY` instead, most of them are already gone:
+    in the order bench's batch mode (3,000 orders) the collector ran 893 times for 0.23 s of
+    11 s with the default, and twice for 0.01 s with this. Cyclic garbage waits a little
+    longer to be freed (a few MB at most); nothing else changes."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
     return gc.get_freeze_count()
 
 

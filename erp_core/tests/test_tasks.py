@@ -451,14 +451,19 @@ def test_settle_heap_takes_what_is_loaded_out_of_full_collections() -> None:
     longer walk it (an object made before is not among the objects it tracks)."""
     import gc
 
-    from erp_core.tasks.process import settle_heap
+    from erp_core.tasks.process import YOUNG_COLLECTION_EVERY, settle_heap
 
     before = [object()]  # a list: tracked by the collector
     assert any(o is before for o in gc.get_objects())
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, *thresholds[1:])  # Python's default (another test may have settled)
     try:
         assert settle_heap() >= 1
         assert not any(o is before for o in gc.get_objects())
         after = [object()]
         assert any(o is after for o in gc.get_objects())
+        # the youngest generation is collected less often, the older ones as before
+        assert gc.get_threshold() == (YOUNG_COLLECTION_EVERY, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
