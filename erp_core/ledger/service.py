@@ -596,6 +596,8 @@ def _text_problem(value: object, what: str, limit: int, *, required: bool) -> st
 
 #: a posting's dimensions, in the order of DIMENSIONS
 _dims_of = operator.attrgetter(*DIMENSIONS)
+#: the rate of postings in the tenant's currency
+_RATE_ONE = Decimal(1)
 
 
 def _dims_ok(values: Iterable[str | None]) -> bool:
@@ -630,27 +632,24 @@ def _plain_line(pd: object, base_cur: str, base_places: int) -> _Line | None:
         or not (memo is None or (type(memo) is str and _text_ok(memo, LIMITS["memo"], False)))
     ):
         return None
-    exp = amount.as_tuple().exponent
-    q = _quantum(base_places)
-    if isinstance(exp, int) and -exp > base_places and amount != amount.quantize(q):
+    # as amount * 1 would; it differs from the amount when the amount has more decimals than
+    # the currency (and, equal to it, is within the limit checked above)
+    base = amount.quantize(_quantum(base_places), ROUND_HALF_UP)
+    if base != amount:
         return None
     values = _dims_of(pd)
-    dims = dict(zip(DIMENSIONS, values, strict=True))
     if "" in values:
-        dims = {d: None if v == "" else v for d, v in dims.items()}
-    if not _dims_ok(dims.values()):
-        return None
-    base = amount.quantize(q, ROUND_HALF_UP)  # as amount * 1 would
-    if abs(base) >= MAX_AMOUNT:
+        values = tuple(None if v == "" else v for v in values)
+    if not _dims_ok(values):
         return None
     return _Line(
-        account=account,
-        amount=amount,
-        currency=base_cur,
-        rate=Decimal(1),
-        base=base,
-        memo=memo or "",
-        dims=dims,
+        account,
+        amount,
+        base_cur,
+        _RATE_ONE,
+        base,
+        memo or "",
+        dict(zip(DIMENSIONS, values, strict=True)),
     )
 
 
@@ -661,15 +660,21 @@ def _normalize(
     ``plain``: common postings go through :func:`_plain_line` (False: all take the full
     check, which tests compare it with)."""
     problems: list[str] = []
-    for what, value, limit, required in (
-        ("idempotency_key", draft.idempotency_key, LIMITS["key"], True),
-        ("narration", draft.narration, LIMITS["narration"], True),
-        ("source_type", draft.source_type, LIMITS["stype"], False),
-        ("source_id", draft.source_id, LIMITS["sid"], False),
+    if not (  # the common case decided at once, else each text for its message
+        _text_ok(draft.idempotency_key, LIMITS["key"], True)
+        and _text_ok(draft.narration, LIMITS["narration"], True)
+        and _text_ok(draft.source_type, LIMITS["stype"], False)
+        and _text_ok(draft.source_id, LIMITS["sid"], False)
     ):
-        p = _text_problem(value, what, limit, required=required)
-        if p:
-            problems.append(p)
+        for what, value, limit, required in (
+            ("idempotency_key", draft.idempotency_key, LIMITS["key"], True),
+            ("narration", draft.narration, LIMITS["narration"], True),
+            ("source_type", draft.source_type, LIMITS["stype"], False),
+            ("source_id", draft.source_id, LIMITS["sid"], False),
+        ):
+            p = _text_problem(value, what, limit, required=required)
+            if p:
+                problems.append(p)
     if not isinstance(draft.date, datetime.date) or isinstance(draft.date, datetime.datetime):
         problems.append("date must be a date (not a datetime)")
     elif not FIRST_DATE <= draft.date <= LAST_DATE:
@@ -819,26 +824,37 @@ def _balance_problems(lines: list[_Line], base_cur: str, base_places: int) -> li
     return []
 
 
+#: a line's dimension values, in the order of DIMENSIONS
+_line_dims = operator.itemgetter(*DIMENSIONS)
+#: the rate of most lines (the tenant's currency), as :func:`fmt_rate` writes it
+_RATE_ONE_TEXT = fmt_rate(_RATE_ONE)
+#: what encodes the digest's body: its keys are written in sorted order below, and nothing
+#: nested in it is a mapping, so it needs no sorting of keys
+_DIGEST_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _digest(lines: Sequence[_Line], draft: EntryDraft, reverses_id: int | None) -> str:
-    body = {
+    """The entry's content digest: SHA-256 of its content as compact JSON with the keys in
+    sorted order. Stored with the entry and compared on a replay of its key, so the text
+    must never change (tests pin it)."""
+    body = {  # in sorted order of keys
         "date": draft.date.isoformat(),
         "narration": draft.narration,
-        "source": [draft.source_type, draft.source_id],
-        "reverses": reverses_id,
         "postings": [
             [
                 x.account,
                 fmt(x.amount, 4),
                 x.currency,
-                fmt_rate(x.rate),
+                _RATE_ONE_TEXT if x.rate == _RATE_ONE else fmt_rate(x.rate),
                 x.memo,
-                [x.dims[d] for d in DIMENSIONS],
+                list(_line_dims(x.dims)),
             ]
             for x in lines
         ],
+        "reverses": reverses_id,
+        "source": [draft.source_type, draft.source_id],
     }
-    raw = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return hashlib.sha256(_DIGEST_JSON.encode(body).encode()).hexdigest()
 
 
 def _existing(session: Session, key: str) -> JournalEntry | None:

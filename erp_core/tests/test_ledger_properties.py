@@ -384,3 +384,100 @@ def test_the_plain_posting_path_gives_what_the_full_check_gives(postings: list[A
         names = [f.name for f in dataclasses.fields(a)]
         assert [type(getattr(a, n)) for n in names] == [type(getattr(b, n)) for n in names]
         assert str(a.base) == str(b.base) and str(a.amount) == str(b.amount)
+
+
+def _digest_as_first_written(lines: Any, draft: EntryDraft, reverses_id: int | None) -> str:
+    """The entry digest as the ledger first computed it (stored digests were made so): the
+    body's keys sorted by the JSON encoder, every rate through ``fmt_rate``."""
+    import hashlib
+    import json
+
+    body = {
+        "date": draft.date.isoformat(),
+        "narration": draft.narration,
+        "source": [draft.source_type, draft.source_id],
+        "reverses": reverses_id,
+        "postings": [
+            [
+                x.account,
+                service.fmt(x.amount, 4),
+                x.currency,
+                service.fmt_rate(x.rate),
+                x.memo,
+                [x.dims[d] for d in service.DIMENSIONS],
+            ]
+            for x in lines
+        ],
+    }
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+_texts = st.text(max_size=12)
+
+
+@st.composite
+def _lines(draw: Any) -> Any:
+    return service._Line(
+        account=draw(st.sampled_from(["1122", "6001", "账户"])),
+        amount=draw(st.decimals(allow_nan=False, allow_infinity=False, places=4, max_value=10**11)),
+        currency=draw(st.sampled_from(["CNY", "USD", "JPY"])),
+        rate=draw(st.sampled_from([D(1), D("1.000"), D("7.1234"), D("0.0000000001")])),
+        base=D(0),
+        memo=draw(_texts),
+        dims={d: draw(st.none() | _texts) for d in service.DIMENSIONS},
+    )
+
+
+@given(
+    lines=st.lists(_lines(), max_size=4),
+    narration=_texts,
+    source=st.tuples(st.none() | _texts, st.none() | _texts),
+    reverses_id=st.none() | st.integers(1, 10**9),
+    day=st.dates(datetime.date(2000, 1, 1), datetime.date(2099, 12, 31)),
+)
+def test_the_entry_digest_is_the_one_stored_entries_were_given(
+    lines: Any, narration: str, source: tuple[Any, Any], reverses_id: Any, day: Any
+) -> None:
+    """A replay compares its digest with the stored one: the digest of any content (other
+    alphabets, no dimensions, any rate) must stay what it always was."""
+    draft = EntryDraft(
+        date=day,
+        narration=narration,
+        postings=(),
+        idempotency_key="k",
+        source_type=source[0],
+        source_id=source[1],
+    )
+    want = _digest_as_first_written(lines, draft, reverses_id)
+    assert service._digest(lines, draft, reverses_id) == want
+
+
+def test_an_entry_digest_is_pinned() -> None:
+    """One digest written down: the reference above and the ledger cannot drift together."""
+    line = service._Line(
+        account="1122",
+        amount=D("12.50"),
+        currency="CNY",
+        rate=D(1),
+        base=D("12.50"),
+        memo="备注 memo",
+        dims={"channel": "tmall", "store": None, "sku": "SKU-1", "order": None, "warehouse": None},
+    )
+    draft = EntryDraft(
+        date=datetime.date(2026, 12, 2),
+        narration="Sale 1",
+        postings=(),
+        idempotency_key="k",
+        source_type="oms_order",
+        source_id="1",
+    )
+    digest = service._digest([line, dataclasses.replace(line, amount=D("-12.5"))], draft, None)
+    assert digest == _digest_as_first_written(
+        [line, dataclasses.replace(line, amount=D("-12.5"))], draft, None
+    )
+    assert digest == PINNED_DIGEST
+
+
+#: computed with the ledger as it was before the digest was made faster
+PINNED_DIGEST = "f802dcfb573f95373a6b6ea425b2eeee2321359ffe3bf25b76a4fd2e85039d51"
