@@ -38,7 +38,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, bindparam, column, select, table, update
 from sqlalchemy import inspect as sa_inspect
@@ -69,6 +69,15 @@ _EPOCHS_Q = Direct(
 #: stands for every tenant.
 _EPOCHS = "erp_tenant_epochs"
 _WRITES = "erp_master_writes"
+#: ``Session.info`` key: (root transaction, tenant id, data epoch, the engine's store), found
+#: by a :func:`cached` call of the transaction that wrote no master data of the tenant; the
+#: next calls of the transaction look their value up there. A master-data write of the
+#: transaction goes through :func:`bump`, which drops it (:func:`forget_epochs`), and a pending
+#: one is flushed by the full path (taken whenever the session holds unflushed changes).
+_HITS = "erp_cache_hits"
+#: ``Session.info`` key of the session's tenant (set by erp_core.db.session, which imports
+#: this module)
+TENANT_KEY = "erp_tenant_id"
 
 #: Names of the tables whose models are master data.
 MASTER_TABLES: set[str] = set()
@@ -124,6 +133,7 @@ def tenant_epochs(session: Session, tenant_id: int) -> tuple[int, int] | None:
 def forget_epochs(session: Session) -> None:
     """Read the epochs again at the next call (after this transaction changed one)."""
     session.info.pop(_EPOCHS, None)
+    session.info.pop(_HITS, None)
 
 
 def _writes(session: Session) -> tuple[set[int | None], set[int | None]]:
@@ -196,6 +206,20 @@ def cached(session: Session, name: str, loader: Callable[[], T]) -> T:
     transaction that wrote the tenant's master data, the loader runs every time and its value
     is not kept.
     """
+    # A transaction asks for cached values a score of times: once one call has found the
+    # tenant, its epoch and the store (and that the transaction wrote no master data), the
+    # next ones of the transaction take that as long as it holds (see _HITS).
+    info = session.info
+    hits = info.get(_HITS)
+    if (
+        hits is not None
+        and hits[0] is session.get_transaction()
+        and info.get(TENANT_KEY) == hits[1]
+        and (not session.autoflush or session._is_clean())
+    ):
+        hit = hits[3].get((hits[1], name))
+        if hit is not None and hit[0] == hits[2]:
+            return cast(T, hit[1])
     tid = session_tenant(session)
     if tid is None:
         return loader()
@@ -208,6 +232,8 @@ def cached(session: Session, name: str, loader: Callable[[], T]) -> T:
         return loader()
     epoch = epochs[1]
     store = _store(session)
+    if info.get(TENANT_KEY) == tid:  # (not for a tenant taken from the context)
+        info[_HITS] = (session.get_transaction(), tid, epoch, store)
     key = (tid, name)
     hit = store.get(key)
     if hit is not None and hit[0] == epoch:

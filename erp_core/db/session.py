@@ -22,7 +22,7 @@ from erp_core.db.base import TenantScoped
 from erp_core.db.direct import on_cursor
 from erp_core.tenancy.context import CrossTenantError, NoTenantError, current_tenant_id
 
-TENANT_KEY = "erp_tenant_id"
+TENANT_KEY = cache.TENANT_KEY
 SYSTEM_KEY = "erp_system"
 REGISTRY_KEY = "erp_registry"
 

@@ -394,3 +394,65 @@ def test_stock_calls_read_kept_copies_and_merge_no_row(
         assert merges == []
         [level] = inv.stock_levels(s, sku="S1", warehouse=wh_id)
         assert (level.on_hand, level.reserved) == (5, 0)
+
+
+def test_later_calls_of_a_transaction_see_its_writes_and_its_tenant(
+    erp_db: Database, two: Any
+) -> None:
+    """The calls after a transaction's first take a shorter path: a master-data write flushed
+    in between (by the ORM or by a statement) and a change of the session's tenant still
+    count."""
+    from erp_core.db.session import bind_tenant
+
+    a, b = two
+    load = Loader()
+    assert load.read(erp_db, a) == {"S1": "A's"}
+    assert load.read(erp_db, b) == {"S1": "B's"}
+    s = erp_db.session(a)
+    with s.begin():
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "A's"}
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "A's"}
+        assert load.calls == 2  # both from the cache
+        s.scalars(select(Sku)).one().name = "flushed"
+        s.flush()  # the session is clean again, its write recorded
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "flushed"}
+        s.rollback()
+    s.close()
+    s = erp_db.session(a)
+    with s.begin():
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "A's"}
+        s.execute(update(Sku).values(name="by statement"))
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "by statement"}
+        s.rollback()
+    s.close()
+    calls = load.calls
+    s = erp_db.session(a)
+    with s.begin():
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "A's"}
+        bind_tenant(s, b)
+        assert dict(cache.cached(s, "test.sku_names", load(s))) == {"S1": "B's"}
+    s.close()
+    assert load.calls == calls  # the first transaction's values, kept, for either tenant
+    assert load.read(erp_db, a) == {"S1": "A's"}
+
+
+def test_a_later_call_of_a_transaction_costs_no_statement(erp_db: Database, two: Any) -> None:
+    from sqlalchemy import event
+
+    a, _ = two
+    load = Loader()
+    load.read(erp_db, a)
+    seen: list[str] = []
+    with erp_db.tenant_session(a) as s:
+        cache.cached(s, "test.sku_names", load(s))
+
+        def count(*args: Any) -> None:
+            seen.append(args[2])
+
+        event.listen(erp_db.engine, "before_cursor_execute", count)
+        try:
+            for _ in range(5):
+                cache.cached(s, "test.sku_names", load(s))
+        finally:
+            event.remove(erp_db.engine, "before_cursor_execute", count)
+    assert seen == [] and load.calls == 1
