@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import logging
 import os
 import secrets
@@ -203,8 +202,6 @@ def run(
 
     from erp_core.channels.sync import record_versions
 
-    to_ship, due = _parcel_statements()
-
     # one transaction per stage, as the sync, the oms.process task and the warehouse's
     # shipping each commit their own work; the sync hands a page's new orders to the OMS's
     # erp_channel_orders hook, which stores them with store_orders
@@ -215,26 +212,15 @@ def run(
         s.flush()
     with st.stage("review+route+reserve"), db.tenant_session(tid) as s:
         res = svc.process(s, order_ids=ids, hooks=svc.hooks_of(s), limit=len(ids) or 1)
+    # the parcels read as rows, as the write-back task reads its due parcels
     with st.stage("ship+ledger"), db.tenant_session(tid) as s:
-        parcels = list(s.scalars(to_ship, {"ids": ids}))
+        parcels = svc.parcel_rows(s, ids, state="reserved")
         svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=svc.hooks_of(s))
     with db.tenant_session(tid) as s, st.stage("write-back"):
-        svc.writeback_many(s, list(s.scalars(due, {"ids": ids})), channel)
+        # (an order has at most one parcel per line: 3 here)
+        due = svc.due_writeback_rows(s, order_ids=ids, limit=3 * len(ids) + 1)
+        svc.writeback_many(s, due, channel)
     return res.reserved
-
-
-@functools.cache
-def _parcel_statements() -> tuple[Any, Any]:
-    """(the parcels of some orders to ship, those to write back): built once, as the service's
-    own statements are, with the orders' ids given at each run."""
-    from erp_oms.models import Parcel
-    from sqlalchemy import bindparam, select
-
-    ids = bindparam("ids", expanding=True)
-    return (
-        select(Parcel).where(Parcel.order_id.in_(ids), Parcel.state == "reserved"),
-        select(Parcel).where(Parcel.writeback == "pending", Parcel.order_id.in_(ids)),
-    )
 
 
 def run_workers(

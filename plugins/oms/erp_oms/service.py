@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -89,6 +89,24 @@ class OmsError(ValueError):
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+class ParcelLike(Protocol):
+    """What shipping and the write-back read of a parcel: a :class:`Parcel`, or its row from
+    :func:`parcel_rows` or :func:`due_writeback_rows`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def order_id(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def courier_code(self) -> str: ...
+    @property
+    def tracking_no(self) -> str: ...
+    @property
+    def writeback_attempts(self) -> int: ...
 
 
 def _tid(session: Session) -> int:
@@ -487,6 +505,7 @@ _SHIP_PARCELS = _row_update(
 _SHIP_ORDERS = _row_update(_ORDER_TABLE, "status", "shipped_at", "updated_at")
 _RESERVE_ORDERS = _row_update(_ORDER_TABLE, "status", "updated_at")
 _ROUTE_ORDERS = _row_update(_ORDER_TABLE, "status", "tags", "updated_at")
+_NO_WRITEBACK = _row_update(_PARCELS, "writeback")
 _WRITEBACK_FAILED = _row_update(
     _PARCELS, "writeback", "writeback_attempts", "writeback_error", "writeback_next_at"
 )
@@ -1032,7 +1051,34 @@ _ORDER_ROWS_D = _direct(select(*cast(Table, Order.__table__).c).where(Order.id.i
 _MERGED_ROWS_D = _direct(
     select(*cast(Table, Order.__table__).c).where(Order.merged_into_id.in_(_IDS)), Order
 )
+#: the parcels due for write-back at ``now``, oldest first, up to ``limit``
+_DUE_WRITEBACKS = (
+    select(Parcel)
+    .where(
+        Parcel.writeback.in_(("pending", "failed")),
+        (Parcel.writeback_next_at.is_(None)) | (Parcel.writeback_next_at <= bindparam("now")),
+    )
+    .order_by(Parcel.id)
+    .limit(bindparam("limit"))
+)
+#: the parcels (every column) of some orders in a state, by id
+_PARCEL_ROWS_IN_STATE_D = _direct(
+    select(*_PARCELS.c)
+    .where(Parcel.order_id.in_(_IDS), Parcel.state == bindparam("state"))
+    .order_by(Parcel.id),
+    Parcel,
+)
+#: the parcels (every column) due for write-back at ``now``, oldest first, up to ``limit``;
+#: the same of some orders
+_DUE_WRITEBACK_ROWS_D = _direct(_DUE_WRITEBACKS.with_only_columns(*_PARCELS.c), Parcel)
+_DUE_WRITEBACK_ROWS_OF_D = _direct(
+    _DUE_WRITEBACKS.with_only_columns(*_PARCELS.c).where(Parcel.order_id.in_(_IDS)), Parcel
+)
 _CARRIED_D = Direct(_CARRIED)  # scoped by the parcels, as the ORM statement is
+#: the shops of some orders (None: a manual order's)
+_ORDER_SHOPS_D = _direct(
+    select(Order.id, Order.channel_account_id).where(Order.id.in_(_IDS)), Order
+)
 _AVAILABLE_BY_WAREHOUSE_D = _direct(_AVAILABLE_BY_WAREHOUSE, Quant)
 
 
@@ -1044,6 +1090,8 @@ _TO_PROCESS = (
     .limit(bindparam("limit"))
 )
 _TO_PROCESS_OF = _TO_PROCESS.where(Order.id.in_(_IDS))
+#: the same of one order (as a push brings it): no ``IN`` list to expand at each execution
+_TO_PROCESS_ONE = _TO_PROCESS.where(Order.id == bindparam("id"))
 
 
 def _lines_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[_LineRow]]:
@@ -1097,7 +1145,9 @@ def _process(
     hooks = hooks_of(session, hooks)
     cfg = config_of(session)
     res = Result()
-    if order_ids is not None:
+    if order_ids is not None and len(order_ids) == 1:
+        orders = list(session.scalars(_TO_PROCESS_ONE, {"id": order_ids[0], "limit": limit}))
+    elif order_ids is not None:
         args = {"ids": list(order_ids), "limit": limit}
         orders = list(session.scalars(_TO_PROCESS_OF, args))
     else:
@@ -1705,7 +1755,7 @@ def ship(
     ship_many(session, [(parcel, tracking_no, courier_code)], hooks=hooks, actor=actor)
 
 
-def _check_shipment(parcel: Parcel, tracking_no: str, courier_code: str | None) -> bool:
+def _check_shipment(parcel: ParcelLike, tracking_no: str, courier_code: str | None) -> bool:
     """Whether the parcel is to ship (False: shipped already with this number); raises
     OmsError when it cannot."""
     if not tracking_no or len(tracking_no) > 64:
@@ -1734,32 +1784,35 @@ def _sale_dimensions(order: Any) -> dict[str, str]:
 
 def ship_many(
     session: Session,
-    shipments: Sequence[tuple[Parcel, str, str | None]],
+    shipments: Sequence[tuple[ParcelLike, str, str | None]],
     *,
     hooks: Any = None,
     actor: str = "",
 ) -> None:
-    """Ship several parcels (each with its tracking number and courier code, None for the
-    parcel's own) as one piece of bulk work, as :func:`ship` would one by one: every parcel is
-    checked first (an OmsError names the first that cannot ship, and nothing is shipped);
-    then the parcels are marked shipped, the revenue of every order whose last parcel shipped
-    is posted in one go, and last all their stock moves are completed in one kernel call (each
-    order's cost of goods sold on its own dimensions) with the stock change reported once (one
-    channel stock-push mark). Stock goes last so that a concurrent transaction waits for this
-    one's locks on shared SKUs for as short a time as can be. An error leaves the work half
-    done in the transaction: the caller rolls it back. The orders' timeline steps are
-    written together at the end."""
+    """Ship several parcels (Parcels or their rows from :func:`parcel_rows`, each with its
+    tracking number and courier code, None for the parcel's own) as one piece of bulk work,
+    as :func:`ship` would one by one: every parcel is checked first (an OmsError names the
+    first that cannot ship, and nothing is shipped); then the parcels are marked shipped, the
+    revenue of every order whose last parcel shipped is posted in one go, and last all their
+    stock moves are completed in one kernel call (each order's cost of goods sold on its own
+    dimensions) with the stock change reported once (one channel stock-push mark). Stock goes
+    last so that a concurrent transaction waits for this one's locks on shared SKUs for as
+    short a time as can be. An error leaves the work half done in the transaction: the caller
+    rolls it back. The orders' timeline steps are written together at the end."""
     with _events_together(session):
         _ship_many(session, shipments, hooks, actor)
 
 
 def _ship_many(
-    session: Session, shipments: Sequence[tuple[Parcel, str, str | None]], hooks: Any, actor: str
+    session: Session,
+    shipments: Sequence[tuple[ParcelLike, str, str | None]],
+    hooks: Any,
+    actor: str,
 ) -> None:
     from erp_core.ledger.service import posting_batch
 
     hooks = hooks_of(session, hooks)
-    todo: list[tuple[Parcel, str, str | None]] = []
+    todo: list[tuple[ParcelLike, str, str | None]] = []
     seen: set[int] = set()
     for parcel, tracking_no, courier in shipments:
         tracking_no = tracking_no.strip()
@@ -1778,7 +1831,7 @@ def _ship_many(
         o.id: o for o in _ORDER_ROWS_D.rows(flushed_connection(session), args)
     }
     now = utcnow()
-    shipped_parcels: list[tuple[Parcel, dict[str, Any]]] = []
+    shipped_parcels: list[tuple[ParcelLike, dict[str, Any]]] = []
     for parcel, tracking_no, courier in todo:
         order = orders[parcel.order_id]
         back = order.channel_account_id is not None
@@ -1804,7 +1857,8 @@ def _ship_many(
             actor=actor,
             parcel=parcel.id,
         )
-    _write_rows(session, _SHIP_PARCELS, shipped_parcels)
+    # by id: the parcels may be rows (parcel_rows); a Parcel the session holds is kept up to date
+    _write_ids(session, _SHIP_PARCELS, Parcel, [(p.id, v) for p, v in shipped_parcels], held=True)
     waiting = set(_WAITING_PARCELS_D.scalars(session.connection(), args))
     done = [orders[i] for i in order_ids if i not in waiting]
     # the revenue entries and the cost of goods sold (posted by the ledger's stock valuation
@@ -1849,7 +1903,7 @@ def _orders_shipped(
 
 def _complete_moves(
     session: Session,
-    todo: Sequence[tuple[Parcel, str, str | None]],
+    todo: Sequence[tuple[ParcelLike, str, str | None]],
     orders: Mapping[int, Any],
     hooks: Any,
 ) -> None:
@@ -1957,20 +2011,46 @@ def _revenue_draft(
 # --- write-back ----------------------------------------------------------------------------------
 
 
-#: the parcels due for write-back at ``now``, oldest first, up to ``limit``
-_DUE_WRITEBACKS = (
-    select(Parcel)
-    .where(
-        Parcel.writeback.in_(("pending", "failed")),
-        (Parcel.writeback_next_at.is_(None)) | (Parcel.writeback_next_at <= bindparam("now")),
-    )
-    .order_by(Parcel.id)
-    .limit(bindparam("limit"))
-)
-
-
 def due_writebacks(session: Session, *, limit: int = 100) -> list[Parcel]:
     return list(session.scalars(_DUE_WRITEBACKS, {"now": utcnow(), "limit": limit}))
+
+
+def due_writeback_rows(
+    session: Session, *, limit: int = 100, order_ids: Sequence[int] | None = None
+) -> list[Any]:
+    """:func:`due_writebacks` as rows (see :func:`parcel_rows`); with ``order_ids``, those
+    of these orders only."""
+    args: dict[str, Any] = {"now": utcnow(), "limit": limit, "tid": _tid(session)}
+    if order_ids is None:
+        return _DUE_WRITEBACK_ROWS_D.rows(flushed_connection(session), args)
+    args["ids"] = list(order_ids)
+    return _DUE_WRITEBACK_ROWS_OF_D.rows(flushed_connection(session), args)
+
+
+def order_shops(session: Session, order_ids: Iterable[int]) -> dict[int, int | None]:
+    """The shop (channel account) of each of ``order_ids`` that exists: None for a manual
+    order."""
+    ids = sorted(set(order_ids))
+    if not ids:
+        return {}
+    return dict(
+        _ORDER_SHOPS_D.rows(flushed_connection(session), {"ids": ids, "tid": _tid(session)})
+    )
+
+
+def drop_writebacks(session: Session, parcel_ids: Sequence[int]) -> None:
+    """Nothing to write back for these parcels (their order has no shop)."""
+    changes: list[tuple[int, dict[str, Any]]] = [(i, {"writeback": "none"}) for i in parcel_ids]
+    _write_ids(session, _NO_WRITEBACK, Parcel, changes, held=True)
+
+
+def parcel_rows(session: Session, order_ids: Sequence[int], *, state: str) -> list[Any]:
+    """The parcels of ``order_ids`` in ``state``, by id, as rows: tuples whose fields are a
+    :class:`Parcel`'s columns, to read. :func:`ship_many` and :func:`writeback_many` take them
+    as they take parcels, without the ORM's work of loading objects (about as much, for one
+    parcel, as shipping's own statements)."""
+    args = {"ids": list(order_ids), "state": state, "tid": _tid(session)}
+    return _PARCEL_ROWS_IN_STATE_D.rows(flushed_connection(session), args)
 
 
 def writeback(session: Session, parcel: Parcel, channel: Any) -> bool:
@@ -1989,13 +2069,14 @@ WRITEBACK_SLOW_CALL = 0.005
 
 def writeback_many(
     session: Session,
-    parcels: Sequence[Parcel],
+    parcels: Sequence[ParcelLike],
     channel: Any,
     *,
     concurrency: int = WRITEBACK_CONCURRENCY,
     parallel_after: float = WRITEBACK_SLOW_CALL,
 ) -> list[bool]:
-    """:func:`writeback` for parcels of one shop: what they carry read at once, the platform
+    """:func:`writeback` for parcels of one shop (Parcels or their rows from
+    :func:`due_writeback_rows`): what they carry read at once, the platform
     called for up to ``concurrency`` parcels at a time (the calls touch no database), the
     outcomes recorded here. True per parcel the platform accepted.
 
@@ -2054,15 +2135,15 @@ def writeback_many(
 
 def _record_writebacks(
     session: Session,
-    parcels: Sequence[Parcel],
+    parcels: Sequence[ParcelLike],
     outcomes: list[Exception | None],
     carried: dict[int, dict[int, list[str]]],
 ) -> list[bool]:
     """:func:`writeback_many`'s outcomes on the parcels and the orders' timelines."""
     now = utcnow()
     accepted = []
-    failed: list[tuple[Parcel, dict[str, Any]]] = []
-    done: list[tuple[Parcel, dict[str, Any]]] = []
+    failed: list[tuple[ParcelLike, dict[str, Any]]] = []
+    done: list[tuple[ParcelLike, dict[str, Any]]] = []
     for p, exc in zip(parcels, outcomes, strict=True):
         attempts = p.writeback_attempts + 1
         if exc is not None:
@@ -2097,8 +2178,9 @@ def _record_writebacks(
         for oid in sorted(carried[p.id]):
             _event_of(session, oid, "written_back", f"{p.courier_code} {p.tracking_no}")
         accepted.append(True)
-    _write_rows(session, _WRITEBACK_FAILED, failed)
-    _write_rows(session, _WRITEBACK_DONE, done)
+    # by id: the parcels may be rows (parcel_rows); a Parcel the session holds is kept up to date
+    _write_ids(session, _WRITEBACK_FAILED, Parcel, [(p.id, v) for p, v in failed], held=True)
+    _write_ids(session, _WRITEBACK_DONE, Parcel, [(p.id, v) for p, v in done], held=True)
     return accepted
 
 

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from erp_core.channels import service as channels
@@ -15,8 +14,15 @@ from erp_core.channels.models import ChannelAccount
 from erp_core.db.base import utcnow
 from erp_core.plugins.registry import PluginRegistry
 from erp_core.settings import Settings
-from erp_oms.models import Order, Parcel
-from erp_oms.service import due_trails, due_writebacks, refresh_trail, writeback_many
+from erp_oms.models import Order
+from erp_oms.service import (
+    drop_writebacks,
+    due_trails,
+    due_writeback_rows,
+    order_shops,
+    refresh_trail,
+    writeback_many,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +79,20 @@ def run_trails(
     return {"refreshed": got, "missed": missed, "delivered": delivered}
 
 
-#: orders by id
-_ORDERS = select(Order).where(Order.id.in_(bindparam("ids", expanding=True)))
-
-
 def run_due(
     session: Session, registry: PluginRegistry, settings: Settings, *, limit: int = 100
 ) -> dict[str, int]:
     """Write back every due parcel; one channel instance per shop."""
     done = failed = 0
     cache: dict[int, Any] = {}
-    by_shop: dict[int, list[Parcel]] = {}
-    due = due_writebacks(session, limit=limit)
-    orders = {o.id: o for o in session.scalars(_ORDERS, {"ids": sorted({p.order_id for p in due})})}
+    by_shop: dict[int, list[Any]] = {}
+    due = due_writeback_rows(session, limit=limit)  # rows: read, written by id
+    shops = order_shops(session, (p.order_id for p in due))
+    drop_writebacks(session, [p.id for p in due if shops.get(p.order_id) is None])
     for parcel in due:
-        order = orders.get(parcel.order_id)
-        if order is None or order.channel_account_id is None:
-            parcel.writeback = "none"
+        acc = shops.get(parcel.order_id)
+        if acc is None:
             continue
-        acc = order.channel_account_id
         try:
             if acc not in cache:
                 cache[acc] = channel_for(session, registry, settings, acc)

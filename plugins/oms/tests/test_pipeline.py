@@ -343,6 +343,26 @@ def test_a_platform_without_trails_is_asked_once(
         assert parcel.trail == []
 
 
+def _reserved_orders(
+    db: Any,
+    registry: Any,
+    settings: Any,
+    shop: dict[str, Any],
+    box: TmallSandbox,
+    n: int,
+    lines: int,
+) -> int:
+    """``n`` paid orders of ``lines`` lines synced and taken to reserved; the tenant's id."""
+    now = datetime.now(UTC)
+    for h in range(3, 3 + n):
+        box.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=lines)
+    _sync(db, registry, settings, shop)
+    tid: int = shop["tenant"].id
+    with db.tenant_session(tid) as s:
+        assert svc.process(s).reserved == n
+    return tid
+
+
 def test_a_page_of_parcels_ships_at_once_each_order_on_its_own_books(
     erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
 ) -> None:
@@ -352,13 +372,7 @@ def test_a_page_of_parcels_ships_at_once_each_order_on_its_own_books(
 
     from erp_core.ledger.models import Account
 
-    now = datetime.now(UTC)
-    for h in (3, 4, 5, 6):
-        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=2)
-    _sync(erp_db, erp_registry, erp_settings, shop)
-    tid = shop["tenant"].id
-    with erp_db.tenant_session(tid) as s:
-        assert svc.process(s).reserved == 4
+    tid = _reserved_orders(erp_db, erp_registry, erp_settings, shop, sandbox, 4, lines=2)
     with erp_db.tenant_session(tid) as s:
         parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
         shipments = [(p, f"SF{p.id:010d}", "SF") for p in parcels]
@@ -611,3 +625,50 @@ def test_a_shipment_undone_by_a_savepoint_leaves_parcel_and_order_as_stored(
         s.rollback()
     with erp_db.tenant_session(tid) as s:
         assert s.scalar(select(Parcel.state).where(Parcel.id == second_id)) == "reserved"
+
+
+def test_parcels_read_as_rows_ship_and_write_back_as_parcels_do(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    """parcel_rows and due_writeback_rows: shipping and the write-back take the parcels' rows
+    as they take Parcels; a Parcel the session holds shows what they wrote; a due parcel
+    whose order has no shop has nothing to write back."""
+    from erp_oms.writeback import channel_for
+
+    tid = _reserved_orders(erp_db, erp_registry, erp_settings, shop, sandbox, 4, lines=2)
+    with erp_db.tenant_session(tid) as s:
+        ids = sorted(s.scalars(select(Order.id)))
+    with erp_db.tenant_session(tid) as s:
+        held = s.scalars(select(Parcel).where(Parcel.order_id == ids[0])).one()
+        rows = svc.parcel_rows(s, ids, state="reserved")
+        assert [r.id for r in rows] == sorted(r.id for r in rows)
+        assert {r.order_id for r in rows} == set(ids) and {r.state for r in rows} == {"reserved"}
+        assert svc.parcel_rows(s, ids, state="shipped") == []
+        svc.ship_many(s, [(r, f"SF{r.id:010d}", "SF") for r in rows])
+        assert (held.state, held.tracking_no, held.writeback) == (
+            "shipped",
+            f"SF{held.id:010d}",
+            "pending",
+        )
+        assert svc.parcel_rows(s, ids, state="reserved") == []
+        assert len(svc.parcel_rows(s, ids, state="shipped")) == len(rows)
+        assert set(s.scalars(select(Order.status))) == {"shipped"}
+        assert sum((r.balance_base for r in ledger.trial_balance(s)), D(0)) == 0
+    with erp_db.tenant_session(tid) as s:
+        held = s.scalars(select(Parcel).where(Parcel.order_id == ids[0])).one()
+        due = svc.due_writeback_rows(s, order_ids=ids[:2])
+        assert {r.order_id for r in due} == set(ids[:2])
+        assert len(svc.due_writeback_rows(s, limit=1)) == 1
+        channel = channel_for(s, erp_registry, erp_settings, shop["account_id"])
+        assert svc.writeback_many(s, due, channel) == [True] * len(due)
+        assert (held.writeback, held.writeback_attempts) == ("done", 1)
+        assert {r.order_id for r in svc.due_writeback_rows(s)} == set(ids[2:])
+        # an order with no shop (as a manual order): its parcel has nothing to write back
+        manual = s.get(Order, ids[2])
+        assert manual is not None
+        manual.channel_account_id = None
+        assert run_due(s, erp_registry, erp_settings) == {"done": 1, "failed": 0}
+        states = dict(s.execute(select(Parcel.order_id, Parcel.writeback)).all())
+        assert states == {ids[0]: "done", ids[1]: "done", ids[2]: "none", ids[3]: "done"}
+    got = {x["tracking_no"] for x in sandbox.shipments()}
+    assert got == {f"SF{r.id:010d}" for r in rows if r.order_id != ids[2]}
