@@ -335,3 +335,74 @@ def _undo_written(session: Session, previous_transaction: Any) -> None:
 def _forget_written(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(_WRITTEN, None)
+
+
+# --- objects of rows read on the cursor ----------------------------------------------------------
+
+
+class _Loading:
+    """How rows of one model's table become its objects (worked out once per model)."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        from sqlalchemy import inspect as sa_inspect
+        from sqlalchemy.orm.util import identity_key
+
+        mapper: Any = sa_inspect(cls)
+        mapped = {id(c) for c in mapper.columns}  # (a bulk-insert sentinel is not mapped)
+        #: the table's mapped columns in its order, and their attributes
+        self.columns = [c for c in mapper.local_table.c if id(c) in mapped]
+        self.keys = [mapper.get_property_by_column(c).key for c in self.columns]
+        pk = list(mapper.local_table.primary_key.columns)
+        if len(pk) != 1:
+            raise ValueError(f"loaded: {cls.__name__} needs a one-column primary key")
+        self.pk = self.columns.index(pk[0])
+        self.new = mapper.class_manager.new_instance
+        self.klass, _, self.token = identity_key(cls, 0)
+        self.names = frozenset(self.keys)
+
+
+_LOADINGS: dict[type[Any], _Loading] = {}
+
+
+def _loading(cls: type[Any]) -> _Loading:
+    plan = _LOADINGS.get(cls)
+    if plan is None:
+        plan = _LOADINGS[cls] = _Loading(cls)
+    return plan
+
+
+def loaded_columns(cls: type[Any]) -> list[Any]:
+    """The columns to select for :func:`loaded`: the model's mapped columns, in its table's
+    order."""
+    return list(_loading(cls).columns)
+
+
+def loaded(session: Session, cls: type[Any], rows: Sequence[Any]) -> list[Any]:
+    """The objects of ``cls`` for ``rows`` read with :class:`Direct` (the columns
+    :func:`loaded_columns` gives, in its order), in the session as an ORM
+    query would have loaded them: persistent, unchanged, their relationships loaded when
+    first used. It costs a fraction of an ORM query's work per execution (about half a
+    millisecond on SQLite for one row). As with a query, a row whose object the session holds
+    already gives that object, its pending changes kept (its expired columns take the row's
+    values). The rows must be the session's tenant's: the statement filters them itself."""
+    plan = _loading(cls)
+    from sqlalchemy.orm import make_transient_to_detached
+
+    idmap = session.identity_map
+    out = []
+    for row in rows:
+        held = idmap.get((plan.klass, (row[plan.pk],), plan.token))
+        if held is not None:
+            state = instance_state(held)
+            for key in state.expired_attributes & plan.names:
+                set_committed_value(held, key, row[plan.keys.index(key)])
+            out.append(held)
+            continue
+        obj = plan.new()
+        values = instance_state(obj).dict
+        for key, value in zip(plan.keys, row, strict=True):
+            values[key] = value
+        make_transient_to_detached(obj)  # its identity, its other attributes to load on use
+        session.add(obj)
+        out.append(obj)
+    return out

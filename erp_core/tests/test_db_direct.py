@@ -280,3 +280,72 @@ def test_written_rows_are_not_flushed_and_a_rolled_back_savepoint_expires_them(
         with pytest.raises(ValueError, match="not a persistent object"):
             written(s, AuditEvent(target="x", action="direct", outcome="ok"), {"details": {}})
     assert read()["c"] == {}
+
+
+def test_loaded_rows_become_the_sessions_objects_as_a_query_would_load_them(
+    erp_db: Database, make_tenant: Any
+) -> None:
+    """``loaded``: objects of rows read on the cursor are persistent and clean (a flush
+    writes nothing), load their relationships on use, take changes as any object; an object
+    the session holds is given back as it is (its pending change kept), an expired one takes
+    the row's values."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from sqlalchemy.orm.attributes import instance_state
+
+    from erp_core.db.direct import loaded, loaded_columns
+    from erp_core.ledger import service as ledger
+    from erp_core.ledger.models import Account, JournalEntry
+    from erp_core.ledger.types import EntryDraft, PostingDraft
+
+    tid = int(make_tenant(f"direct-{next(_n)}").id)
+    with erp_db.tenant_session(tid) as s:
+        ledger.ensure_chart(s)
+        draft = EntryDraft(
+            date=dt.date(2026, 12, 2),
+            narration="sale",
+            idempotency_key="k1",
+            postings=(
+                PostingDraft(account="1002", amount=Decimal("5.00")),
+                PostingDraft(account="5001", amount=Decimal("-5.00")),
+            ),
+        )
+        entry_id = ledger.post_entry(s, draft).id
+    accounts = Direct(
+        select(*loaded_columns(Account))
+        .where(Account.tenant_id == bindparam("tid"), Account.code.in_(("1002", "5001")))
+        .order_by(Account.code)
+    )
+    entries = Direct(
+        select(*loaded_columns(JournalEntry)).where(JournalEntry.id == bindparam("id"))
+    )
+    seen: list[str] = []
+    with erp_db.tenant_session(tid) as s:
+        want = {a.code: (a.id, a.name_zh, a.is_active) for a in s.scalars(select(Account))}
+        s.expunge_all()
+        rows = accounts.rows(s.connection(), {"tid": tid})
+        event.listen(erp_db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        cash, sales = loaded(s, Account, rows)
+        assert [a.code for a in (cash, sales)] == ["1002", "5001"]
+        assert (cash.id, cash.name_zh, cash.is_active) == want["1002"]
+        assert cash in s and not s.dirty and instance_state(cash).persistent
+        assert s.get(Account, cash.id) is cash
+        assert seen == []  # no statement: made from the rows
+        s.flush()
+        assert seen == []  # clean: nothing to write
+        assert loaded(s, Account, rows)[0] is cash  # held: the same object
+        cash.name_en = "Bank (changed)"
+        again = loaded(s, Account, accounts.rows(s.connection(), {"tid": tid}))
+        assert again[0] is cash and cash.name_en == "Bank (changed)"  # its change kept
+        s.flush()
+        assert any(q.startswith("UPDATE ledger_account") for q in seen)
+        s.expire(sales)
+        assert loaded(s, Account, accounts.rows(s.connection(), {"tid": tid}))[1] is sales
+        assert not instance_state(sales).expired_attributes and sales.code == "5001"
+        (entry,) = loaded(s, JournalEntry, entries.rows(s.connection(), {"id": entry_id}))
+        assert sorted(p.amount for p in entry.postings) == [Decimal("-5.00"), Decimal("5.00")]
+    with erp_db.tenant_session(tid) as s:
+        assert s.scalars(select(Account).where(Account.code == "1002")).one().name_en == (
+            "Bank (changed)"
+        )

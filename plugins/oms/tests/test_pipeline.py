@@ -672,3 +672,17 @@ def test_parcels_read_as_rows_ship_and_write_back_as_parcels_do(
         assert states == {ids[0]: "done", ids[1]: "done", ids[2]: "none", ids[3]: "done"}
     got = {x["tracking_no"] for x in sandbox.shipments()}
     assert got == {f"SF{r.id:010d}" for r in rows if r.order_id != ids[2]}
+
+
+def test_loaded_columns_leave_out_what_the_model_does_not_map() -> None:
+    """``process`` reads its orders' rows with the columns ``loaded`` makes objects of: the
+    bulk-insert sentinel the model does not map is left out."""
+    from sqlalchemy import Table
+
+    from erp_core.db.direct import loaded_columns
+
+    names = [c.name for c in loaded_columns(Order)]
+    table = Order.__table__
+    assert isinstance(table, Table)
+    assert "insert_sentinel" in table.c and "insert_sentinel" not in names
+    assert names == [c.name for c in table.c if c.name != "insert_sentinel"]
