@@ -217,9 +217,7 @@ def run(
         parcels = svc.parcel_rows(s, ids, state="reserved")
         svc.ship_many(s, [(p, f"SF{p.id:010d}", "SF") for p in parcels], hooks=svc.hooks_of(s))
     with db.tenant_session(tid) as s, st.stage("write-back"):
-        # (an order has at most one parcel per line: 3 here)
-        due = svc.due_writeback_rows(s, order_ids=ids, limit=3 * len(ids) + 1)
-        svc.writeback_many(s, due, channel)
+        svc.writeback_many(s, svc.due_writeback_rows(s, order_ids=ids), channel)
     return res.reserved
 
 

@@ -1052,15 +1052,11 @@ _MERGED_ROWS_D = _direct(
     select(*cast(Table, Order.__table__).c).where(Order.merged_into_id.in_(_IDS)), Order
 )
 #: the parcels due for write-back at ``now``, oldest first, up to ``limit``
-_DUE_WRITEBACKS = (
-    select(Parcel)
-    .where(
-        Parcel.writeback.in_(("pending", "failed")),
-        (Parcel.writeback_next_at.is_(None)) | (Parcel.writeback_next_at <= bindparam("now")),
-    )
-    .order_by(Parcel.id)
-    .limit(bindparam("limit"))
+_DUE = (
+    Parcel.writeback.in_(("pending", "failed")),
+    (Parcel.writeback_next_at.is_(None)) | (Parcel.writeback_next_at <= bindparam("now")),
 )
+_DUE_WRITEBACKS = select(Parcel).where(*_DUE).order_by(Parcel.id).limit(bindparam("limit"))
 #: the parcels (every column) of some orders in a state, by id
 _PARCEL_ROWS_IN_STATE_D = _direct(
     select(*_PARCELS.c)
@@ -1069,10 +1065,11 @@ _PARCEL_ROWS_IN_STATE_D = _direct(
     Parcel,
 )
 #: the parcels (every column) due for write-back at ``now``, oldest first, up to ``limit``;
-#: the same of some orders
+#: all those of some orders (no order and no limit: the planner then goes through the
+#: orders' index, never through every parcel in the order of their ids)
 _DUE_WRITEBACK_ROWS_D = _direct(_DUE_WRITEBACKS.with_only_columns(*_PARCELS.c), Parcel)
 _DUE_WRITEBACK_ROWS_OF_D = _direct(
-    _DUE_WRITEBACKS.with_only_columns(*_PARCELS.c).where(Parcel.order_id.in_(_IDS)), Parcel
+    select(*_PARCELS.c).where(*_DUE, Parcel.order_id.in_(_IDS)), Parcel
 )
 _CARRIED_D = Direct(_CARRIED)  # scoped by the parcels, as the ORM statement is
 #: the shops of some orders (None: a manual order's)
@@ -2023,13 +2020,15 @@ def due_writebacks(session: Session, *, limit: int = 100) -> list[Parcel]:
 def due_writeback_rows(
     session: Session, *, limit: int = 100, order_ids: Sequence[int] | None = None
 ) -> list[Any]:
-    """:func:`due_writebacks` as rows (see :func:`parcel_rows`); with ``order_ids``, those
-    of these orders only."""
-    args: dict[str, Any] = {"now": utcnow(), "limit": limit, "tid": _tid(session)}
+    """:func:`due_writebacks` as rows (see :func:`parcel_rows`); with ``order_ids``, every
+    due parcel of these orders (``limit`` does not apply), oldest first."""
+    args: dict[str, Any] = {"now": utcnow(), "tid": _tid(session)}
     if order_ids is None:
-        return _DUE_WRITEBACK_ROWS_D.rows(flushed_connection(session), args)
-    args["ids"] = list(order_ids)
-    return _DUE_WRITEBACK_ROWS_OF_D.rows(flushed_connection(session), args)
+        return _DUE_WRITEBACK_ROWS_D.rows(flushed_connection(session), {**args, "limit": limit})
+    rows = _DUE_WRITEBACK_ROWS_OF_D.rows(
+        flushed_connection(session), {**args, "ids": list(order_ids)}
+    )
+    return sorted(rows, key=lambda r: r.id)
 
 
 def order_shops(session: Session, order_ids: Iterable[int]) -> dict[int, int | None]:

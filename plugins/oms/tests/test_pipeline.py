@@ -659,6 +659,7 @@ def test_parcels_read_as_rows_ship_and_write_back_as_parcels_do(
         due = svc.due_writeback_rows(s, order_ids=ids[:2])
         assert {r.order_id for r in due} == set(ids[:2])
         assert len(svc.due_writeback_rows(s, limit=1)) == 1
+        assert len(svc.due_writeback_rows(s, limit=1, order_ids=ids)) == len(ids)  # all of them
         channel = channel_for(s, erp_registry, erp_settings, shop["account_id"])
         assert svc.writeback_many(s, due, channel) == [True] * len(due)
         assert (held.writeback, held.writeback_attempts) == ("done", 1)
