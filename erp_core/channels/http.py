@@ -309,7 +309,7 @@ class RateLimiter:
         with self._lock:
             return max(0.0, self._paused_until.get(account, 0.0) - self._clock())
 
-    def _reserve(self, account: str) -> float:
+    def _reserve(self, account: str, tokens: int) -> float:
         with self._lock:
             qps, burst = self._rates.get(account, (self.qps, self.burst))
             interval = 1.0 / qps
@@ -318,14 +318,16 @@ class RateLimiter:
             start = max(now, self._paused_until.get(account, now))
             tat = self._tat.get(account, start)
             allowed = max(start, tat - tolerance)
-            self._tat[account] = max(tat, allowed) + interval
+            self._tat[account] = max(tat, allowed) + interval * tokens
             return allowed - now
 
-    def acquire(self, account: str) -> float:
-        """Block until ``account`` may make a call; returns the seconds waited."""
+    def acquire(self, account: str, tokens: int = 1) -> float:
+        """Block until ``account`` may make a call; returns the seconds waited. A request that
+        the platform counts as several calls (a batch) takes ``tokens``: it goes when one
+        call could, and the calls after it wait for all of them."""
         waited = 0.0
         while True:
-            wait = self._reserve(account)
+            wait = self._reserve(account, tokens)
             if wait <= 0:
                 return waited
             self._sleep(wait)
@@ -456,9 +458,11 @@ class ChannelHTTPClient:
         content: bytes | None = None,
         account: str | None = None,
         retry: RetryPolicy | None = None,
+        cost: int = 1,
     ) -> CallResult:
         """Make one logical call (several attempts at most); returns the successful response
-        or raises a :class:`ChannelHTTPError` subclass."""
+        or raises a :class:`ChannelHTTPError` subclass. ``cost``: how many calls of the
+        account's rate one attempt counts for (a batch request of several API calls)."""
         policy = retry or self.retry
         account = account if account is not None else self.account
         bucket = account if account is not None else "-"
@@ -486,7 +490,7 @@ class ChannelHTTPClient:
         while True:
             attempt += 1
             if self.limiter is not None:
-                self.limiter.acquire(bucket)
+                self.limiter.acquire(bucket, cost)
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise TransientError(

@@ -289,6 +289,9 @@ class SalesChannel(Connector):
     max_window: ClassVar[timedelta] = timedelta(days=1)
     #: Orders asked per page.
     page_size: ClassVar[int] = 100
+    #: The most shipments :meth:`ship_many` sends in one request (1: the platform has no
+    #: batch call, each shipment is a request of its own).
+    ship_batch: ClassVar[int] = 1
 
     @abc.abstractmethod
     def fetch_orders(self, cursor: Cursor) -> Page[Order]:
@@ -309,6 +312,24 @@ class SalesChannel(Connector):
 
         Shipping the same lines again with the same tracking number must not fail.
         """
+
+    def ship_many(self, shipments: Sequence[Shipment]) -> list[Exception | None]:
+        """:meth:`ship` for each of ``shipments``, in requests of :attr:`ship_batch` of them
+        where the platform has a batch call; the outcome of each, in order: None when the
+        platform took it, else the error :meth:`ship` would have raised. Raises nothing a
+        shipment's own outcome can carry.
+
+        The default makes one :meth:`ship` call after the other; a connector whose platform
+        takes several shipments in one request overrides it and sets :attr:`ship_batch`."""
+        outcomes: list[Exception | None] = []
+        for shipment in shipments:
+            try:
+                self.ship(shipment)
+            except Exception as exc:  # the platform refused it or could not be reached
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def logistics_trail(
         self, order_id: str, *, line_ids: Sequence[str] = (), tracking_no: str = ""

@@ -70,9 +70,11 @@ def top_sign_content(params: Params) -> str:
     return "".join(name + text for name, text in items)
 
 
-def top_sign(params: Params, secret: str, method: TopSignMethod = "md5") -> str:
-    """The TOP ``sign`` of ``params`` with the app secret, hex upper case."""
-    content = top_sign_content(params).encode("utf-8")
+def top_sign(params: Params, secret: str, method: TopSignMethod = "md5", *, body: str = "") -> str:
+    """The TOP ``sign`` of ``params`` with the app secret, hex upper case. ``body``: the request
+    body of a call that carries its content there (TOP's batch API), signed after the
+    parameters' canonical string."""
+    content = (top_sign_content(params) + body).encode("utf-8")
     key = secret.encode("utf-8")
     if method == "md5":
         digest = hashlib.md5(key + content + key).hexdigest()

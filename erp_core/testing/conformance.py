@@ -648,6 +648,25 @@ class SalesChannelConformance(ConformanceBase):
         shipped = channel.get_order(order.order_id)
         assert shipped.status in (OrderStatus.SHIPPED, OrderStatus.PARTIALLY_SHIPPED)
 
+    def test_ship_many_ships_each_and_repeats_without_error(
+        self, sandbox: SalesSandbox, shop: Shop
+    ) -> None:
+        _start, end = self._span()
+        orders = [
+            self._paid_order(sandbox, shop, end - timedelta(hours=1, minutes=i)) for i in range(3)
+        ]
+        channel = shop.channel()
+        assert channel.ship_batch >= 1
+        shipments = [
+            Shipment(order_id=o.order_id, tracking_no=f"SF30000000{i:02d}", courier_code="SF")
+            for i, o in enumerate(orders)
+        ]
+        assert channel.ship_many(shipments) == [None] * 3
+        assert channel.ship_many(shipments) == [None] * 3  # the same again: no error
+        by_order = {s["order_id"]: s for s in sandbox.shipments()}
+        for sh in shipments:
+            assert by_order[sh.order_id]["tracking_no"] == sh.tracking_no
+
     def test_stock_push_round_trip(self, sandbox: SalesSandbox, shop: Shop) -> None:
         items = sandbox.stock_items()
         assert items, "the sandbox lists no SKUs"

@@ -564,6 +564,17 @@ def test_rate_limiter_burst_and_per_account_rates():
     assert clock.now - t0 == pytest.approx(1.0)
 
 
+def test_a_request_counted_as_several_calls_holds_back_the_calls_after_it():
+    clock = FakeClock()
+    limiter = RateLimiter(qps=10, clock=clock, sleep=clock.sleep)
+    start = clock.now
+    assert limiter.acquire("a", 5) == 0  # goes when one call could
+    limiter.acquire("a")  # waits for the five
+    assert clock.now - start == pytest.approx(0.5)
+    limiter.acquire("b")  # another account's bucket is its own
+    assert clock.now - start == pytest.approx(0.5)
+
+
 def test_rate_limiter_pause():
     clock = FakeClock()
     limiter = RateLimiter(qps=10, clock=clock, sleep=clock.sleep)
