@@ -18,6 +18,12 @@ other ``isp.*``, code 10, HTTP 5xx          retried, then a transient :class:`Ch
 ``isv.*`` and every other code              :class:`ChannelRejected` (``code`` = TOP code)
 ==========================================  ==============================================
 
+Ship-backs of several orders go in TOP's batch API (:meth:`TmallChannel.ship_many`): up to
+20 ``taobao.logistics.offline.send`` calls in one POST to ``/router/batch``, their parameters
+in the body and the system parameters (the session among them, as TOP's own SDK sends them;
+the client's logs redact it) in the query string, signed over both. One answer per call comes
+back, each read as a lone call's would be.
+
 Paging (:meth:`TmallChannel.fetch_orders`): ``taobao.trades.sold.increment.get`` sorts by
 modified time **newest first**. Reading pages 1, 2, 3 … loses rows: when a row of an unread
 page is modified during the fetch it leaves the (past) window, every older row moves up one
@@ -46,12 +52,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 
 from erp_connector_tmall.protocol import (
     API,
     API_VERSION,
+    BATCH_LIMIT,
+    BATCH_PATH,
+    BATCH_PUBLIC,
+    BATCH_SEPARATOR,
     GATEWAY,
     HEADER_APP_KEY,
     HEADER_SIGN,
@@ -72,6 +83,7 @@ from erp_connector_tmall.protocol import (
     utc_now,
 )
 from erp_core.channels.http import (
+    AuthError,
     ChannelHTTPClient,
     ChannelRequest,
     Outcome,
@@ -211,13 +223,19 @@ def _describe(err: Mapping[str, Any]) -> str:
 
 
 def classify(response: httpx.Response, data: Any) -> Outcome | None:
-    """The HTTP client's classifier for TOP answers (see the module docstring)."""
+    """The HTTP client's classifier for TOP answers (see the module docstring). The answer to
+    a batch request is the calls' answers one after the other, no JSON object: it is the
+    batch's own error only when it is one (:meth:`TmallChannel.ship_many` reads the rest)."""
     status = response.status_code
     err = data.get("error_response") if isinstance(data, dict) else None
     if not isinstance(err, Mapping):
         if status >= 500:
             return Outcome(Verdict.TRANSIENT, code=str(status), message=f"HTTP {status}")
-        if 200 <= status < 300 and not isinstance(data, dict):
+        if (
+            200 <= status < 300
+            and not isinstance(data, dict)
+            and not response.request.url.path.endswith(BATCH_PATH)
+        ):
             return Outcome(Verdict.ERROR, code="unreadable", message="TOP answered no JSON object")
         return None
     code = str(err.get("code", ""))
@@ -488,6 +506,8 @@ class TmallChannel(SalesChannel):
     max_window: ClassVar[timedelta] = timedelta(days=1)
     #: TOP's maximum for increment.get and refunds.receive.get.
     page_size: ClassVar[int] = 100
+    #: Ship-backs sent in one batch request (:meth:`ship_many`).
+    ship_batch: ClassVar[int] = BATCH_LIMIT
     #: TMC messages not confirmed are delivered again; a refused one gets this.
     failure_status: ClassVar[int] = 400
     failure_body: ClassVar[str] = '{"confirm":null,"error":"invalid message"}'
@@ -543,6 +563,15 @@ class TmallChannel(SalesChannel):
         return _gateway(str(url))
 
     @property
+    def batch_endpoint(self) -> str | None:
+        """The batch gateway beside :attr:`endpoint` (``…/router/batch``); None when the
+        endpoint is not at TOP's router path (a proxy of the merchant's: no batch calls)."""
+        url = httpx.URL(self.endpoint)
+        if not url.path.endswith(ROUTER_PATH):
+            return None
+        return str(url.copy_with(path=url.path[: -len(ROUTER_PATH)] + BATCH_PATH))
+
+    @property
     def sign_method(self) -> TopSignMethod:
         method = _sign_method(str(self.context.config.get("sign_method") or "md5"))
         if method is None:
@@ -592,10 +621,31 @@ class TmallChannel(SalesChannel):
         return out
 
     def _sign(self, req: ChannelRequest) -> ChannelRequest:
+        if req.data is None and req.content is not None:  # a batch: the calls are in the body
+            req.params = self._batch_params(req.content.decode("utf-8"))
+            return req
         form = dict(req.data or {})
         method = form.pop("method")
         req.data = self.request_params(method, form)
         return req
+
+    def _batch_params(self, body: str) -> dict[str, str]:
+        """The signed system parameters of a batch request (its query string) at the current
+        time: the calls' parameters are in ``body``, which the sign covers."""
+        if not self._secret:
+            raise ChannelAuthError("the account has no app_secret")
+        if not self._session:
+            raise ChannelAuthError("the account has no access token (session)")
+        out = {
+            "app_key": self.context.app_key,
+            "timestamp": format_time(self._now()),
+            "format": "json",
+            "v": API_VERSION,
+            "sign_method": self.sign_method,
+            "session": self._session,
+        }
+        out["sign"] = top_sign(out, self._secret, self.sign_method, body=body)
+        return out
 
     def _call(
         self, method: str, params: Mapping[str, str], *, retry: RetryPolicy | None = None
@@ -693,21 +743,92 @@ class TmallChannel(SalesChannel):
     # --- ship-back -----------------------------------------------------------------------------
 
     def ship(self, shipment: Shipment) -> None:
-        params = {
-            "tid": shipment.order_id,
-            "out_sid": shipment.tracking_no,
-            "company_code": shipment.courier_code,
-        }
-        if shipment.partial:
-            params.update(is_split="1", sub_tid=",".join(shipment.line_ids))
         try:
-            self._call(API.OFFLINE_SEND, params)
+            self._call(API.OFFLINE_SEND, _ship_params(shipment))
         except PlatformError as exc:
-            # B04 means "already shipped or closed": a repeat of a shipment that went through
-            # (our answer was lost, or the kernel retried) is a success, anything else is not.
-            if (exc.sub_code or "").endswith(_ALREADY_SHIPPED) and self._shipped_as(shipment):
-                return
-            raise
+            if not self._repeated(shipment, exc):
+                raise
+
+    def _repeated(self, shipment: Shipment, exc: PlatformError) -> bool:
+        """B04 means "already shipped or closed": a repeat of a shipment that went through
+        (our answer was lost, or the kernel retried) is a success, anything else is not."""
+        return (exc.sub_code or "").endswith(_ALREADY_SHIPPED) and self._shipped_as(shipment)
+
+    def ship_many(self, shipments: Sequence[Shipment]) -> list[Exception | None]:
+        """The shipments in batch requests of :attr:`ship_batch` calls of
+        ``taobao.logistics.offline.send`` (see :data:`~erp_connector_tmall.protocol.BATCH_PATH`),
+        each call's answer read on its own, as :meth:`ship` reads it. A call the gateway could
+        not make now (throttled, a remote timeout) or whose answer is unreadable is made again
+        on its own, with :meth:`ship`'s retries; so is every call of a batch the gateway
+        refused as a whole for a business reason (an app without the batch API). A batch
+        refused for its signature or session, or not answered through all its retries, is
+        that error for each of its shipments."""
+        url = self.batch_endpoint
+        if url is None:
+            return super().ship_many(shipments)
+        out: list[Exception | None] = []
+        for i in range(0, len(shipments), self.ship_batch):
+            chunk = shipments[i : i + self.ship_batch]
+            out.extend(self._ship_batch(url, chunk) if len(chunk) > 1 else self._one(chunk[0]))
+        return out
+
+    def _one(self, shipment: Shipment) -> list[Exception | None]:
+        return super().ship_many([shipment])
+
+    def _ship_batch(self, url: str, shipments: Sequence[Shipment]) -> list[Exception | None]:
+        body = BATCH_SEPARATOR.join(
+            [BATCH_PUBLIC + urlencode({"method": API.OFFLINE_SEND})]
+            + [urlencode(_ship_params(s)) for s in shipments]
+        )
+        try:
+            _ = self.sign_method  # a misconfigured account fails before any request is made
+            result = self._http.post(
+                url,
+                content=body.encode("utf-8"),
+                headers={"Content-Type": "text/plain;charset=UTF-8"},
+                cost=len(shipments),
+            )
+        except PlatformError:
+            return super().ship_many(shipments)
+        except ChannelError as exc:
+            return [exc] * len(shipments)
+        answers = result.response.text.split(BATCH_SEPARATOR)
+        if len(answers) != len(shipments):  # not the calls' answers: each on its own
+            return super().ship_many(shipments)
+        return [
+            self._answered(s, text, result.response)
+            for s, text in zip(shipments, answers, strict=True)
+        ]
+
+    def _answered(
+        self, shipment: Shipment, text: str, response: httpx.Response
+    ) -> Exception | None:
+        """The outcome of one call of a batch from its answer ``text``."""
+        try:
+            data = json.loads(text, parse_float=Decimal)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return self._one(shipment)[0]
+        if isinstance(data.get(response_key(API.OFFLINE_SEND)), dict):
+            return None
+        outcome = classify(response, data)
+        if outcome is None or outcome.verdict in (Verdict.THROTTLED, Verdict.TRANSIENT):
+            return self._one(shipment)[0]
+        fields: dict[str, Any] = {
+            "account": self.context.shop_id or None,
+            "attempts": 1,
+            "status": response.status_code,
+            "code": outcome.code,
+            "sub_code": outcome.sub_code,
+        }
+        if outcome.verdict is Verdict.AUTH:
+            return AuthError(outcome.message or "authentication failed", **fields)
+        exc = PlatformError(outcome.message or "platform error", **fields)
+        try:
+            return None if self._repeated(shipment, exc) else exc
+        except ChannelError:  # the check itself failed: the refusal stands
+            return exc
 
     def logistics_trail(
         self, order_id: str, *, line_ids: Sequence[str] = (), tracking_no: str = ""
@@ -959,6 +1080,18 @@ class TmallChannel(SalesChannel):
 
 
 @functools.lru_cache(maxsize=256)
+def _ship_params(shipment: Shipment) -> dict[str, str]:
+    """``taobao.logistics.offline.send``'s parameters for a shipment."""
+    params = {
+        "tid": shipment.order_id,
+        "out_sid": shipment.tracking_no,
+        "company_code": shipment.courier_code,
+    }
+    if shipment.partial:
+        params.update(is_split="1", sub_tid=",".join(shipment.line_ids))
+    return params
+
+
 def _gateway(url: str) -> str:
     """The gateway URL for an account's ``base_url``: a bare host gets ``/router/rest``."""
     if httpx.URL(url).path in ("", "/"):

@@ -34,6 +34,21 @@ GATEWAY: Final = "https://eco.taobao.com/router/rest"
 #: The path of the gateway on any host (what a bare ``base_url`` is completed with).
 ROUTER_PATH: Final = "/router/rest"
 API_VERSION: Final = "2.0"
+#: TOP's batch gateway beside the router: several API calls in one request. The system
+#: parameters go in the query string, signed with the body appended to their canonical string;
+#: the body is the calls' own parameters, form-encoded, one call after the other with
+#: :data:`BATCH_SEPARATOR` between them (a call without parameters is ``N``), optionally led by
+#: :data:`BATCH_PUBLIC` and the parameters common to every call. The answer is the calls'
+#: answers in the same order with the same separator, or a single error when the gateway
+#: refused the request as a whole.
+BATCH_PATH: Final = "/router/batch"
+BATCH_SEPARATOR: Final = "\r\n-S-\r\n"
+#: The request header that names a separator of the caller's choice instead.
+BATCH_SEPARATOR_HEADER: Final = "top-api-separator"
+BATCH_PUBLIC: Final = "#PUBLIC#"
+#: The most calls one batch request carries here (⚠ the connector's own limit: TOP's
+#: documented maximum is not confirmed; the sandbox refuses more).
+BATCH_LIMIT: Final = 20
 SIGN_METHODS: Final = ("md5", "hmac", "hmac-sha256")
 TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 

@@ -25,6 +25,12 @@ business rules (unknown trade, already shipped …)       15 Remote service erro
 injected outage (:meth:`TmallSandbox.fail`)             15 ``isp.top-remote-connection-timeout``
 =====================================================  =========================================
 
+The batch gateway (``/router/batch``, :meth:`TmallSandbox.handle_batch`) checks the system
+parameters of its query string as above, with the sign computed over them and the body; then
+each call of the body (at most ``BATCH_LIMIT``, else 41 for the whole request) is checked for
+its method, the call quota and its session and answered on its own, the answers joined with
+the request's separator. An injected outage takes the whole request.
+
 Data is generated from the seed (Chinese buyers and addresses, 1-4 lines from a fixed
 catalogue, item and order-level discounts with a platform-subsidised share, postage, buyer
 messages, every trade status, refunds in every status with their lines' ``refund_status``);
@@ -67,6 +73,11 @@ from starlette.routing import Route
 from erp_connector_tmall.protocol import (
     API,
     API_VERSION,
+    BATCH_LIMIT,
+    BATCH_PATH,
+    BATCH_PUBLIC,
+    BATCH_SEPARATOR,
+    BATCH_SEPARATOR_HEADER,
     DEFAULT_TRADE_TYPES,
     HEADER_APP_KEY,
     HEADER_SIGN,
@@ -437,6 +448,8 @@ class TmallSandbox(SalesSandbox):
         self._app: Starlette | None = None
         #: Every attempt :meth:`deliver` made, in order.
         self.deliveries: list[Delivery] = []
+        #: HTTP requests the gateways received (a batch request of many calls counts once).
+        self.requests = 0
 
     # --- the gateway ------------------------------------------------------------------------------
 
@@ -456,6 +469,11 @@ class TmallSandbox(SalesSandbox):
         the in-process sandbox serves every ship-back call, and a real platform bears this
         cost on its own servers; every other request goes to the Starlette app."""
         assert self._app is not None
+        if scope["type"] == "http" and scope["path"] in (ROUTER_PATH, BATCH_PATH):
+            self.requests += 1
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == BATCH_PATH:
+            await self._batch_gateway(scope, receive, send)
+            return
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
@@ -467,30 +485,32 @@ class TmallSandbox(SalesSandbox):
         ):
             await self._app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        raw = await _body(receive)
+        if raw is None:
+            return
         # as Starlette decodes them: Latin-1 bytes, then percent-escapes as UTF-8
         params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-        params.update(parse_qsl(b"".join(chunks).decode("latin-1"), keep_blank_values=True))
+        params.update(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
         status, body = self.handle(params)
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-length", str(len(content)).encode()),
-                    (b"content-type", b"application/json;charset=UTF-8"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+        await _answer(send, status, content, b"application/json;charset=UTF-8")
+
+    async def _batch_gateway(self, scope: Any, receive: Any, send: Any) -> None:
+        """A POST to the batch gateway: :meth:`handle_batch` of its query and body."""
+        raw = await _body(receive)
+        if raw is None:
+            return
+        params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        separator = BATCH_SEPARATOR
+        for k, v in scope["headers"]:
+            if k.decode("latin-1").lower() == BATCH_SEPARATOR_HEADER and v:
+                separator = v.decode("utf-8")
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            body = "\ufffd"  # fails the signature check
+        status, text = self.handle_batch(params, body, separator=separator)
+        await _answer(send, status, text.encode("utf-8"), b"text/plain;charset=UTF-8")
 
     async def _endpoint(self, request: Request) -> Response:
         params = {k: v for k, v in request.query_params.items()}
@@ -508,46 +528,135 @@ class TmallSandbox(SalesSandbox):
         """Answer one gateway request: ``(HTTP status, JSON body)``; recorded in ``calls``."""
         with self._lock:
             method = params.get("method", "")
-            self._counter += 1
-            request_id = f"{self.seed:x}{self._counter:08x}"
             try:
-                if self._outages:
-                    outage = self._outages[0]
-                    outage.calls -= 1
-                    if outage.calls <= 0:
-                        self._outages.pop(0)
-                    if outage.http_status is not None:
-                        code = str(outage.http_status)
-                        self.record(RecordedCall(api=method, params=dict(params), error=code))
-                        return outage.http_status, {}
-                    raise _TopError(
-                        15,
-                        "Remote service error",
-                        "isp.top-remote-connection-timeout",
-                        "远程服务调用超时",
-                    )
+                status = self._outage()
+                if status is not None:
+                    self.record(RecordedCall(api=method, params=dict(params), error=str(status)))
+                    return status, {}
                 handler = self._check(params)
-                answer = handler(params)
             except _TopError as err:
-                self.record(RecordedCall(api=method, params=dict(params), error=str(err.code)))
-                error: dict[str, Any] = {"code": err.code, "msg": err.msg}
-                if err.sub_code:
-                    error["sub_code"] = err.sub_code
-                if err.sub_msg:
-                    error["sub_msg"] = err.sub_msg
-                error["request_id"] = request_id
-                return 200, {"error_response": error}
-            self.record(RecordedCall(api=method, params=dict(params)))
-            return 200, {response_key(method): {**answer, "request_id": request_id}}
+                return 200, self._refused(method, params, err)
+            return 200, self._answer(method, params, handler)
+
+    def handle_batch(
+        self, params: Mapping[str, str], body: str, *, separator: str = BATCH_SEPARATOR
+    ) -> tuple[int, str]:
+        """Answer one request to the batch gateway: ``(HTTP status, body)``, the body being
+        each call's JSON answer in turn with ``separator`` between them, or one error when
+        the request is refused as a whole; every call is recorded in ``calls``."""
+        with self._lock:
+            try:
+                status = self._outage()
+                if status is not None:
+                    self.record(RecordedCall(api="batch", params=dict(params), error=str(status)))
+                    return status, ""
+                self._check_system(params, body)
+                if params.get("session"):  # else each call names its own
+                    self._check_session(params)
+                calls = body.split(separator)
+                public: dict[str, str] = {}
+                if calls[0].startswith(BATCH_PUBLIC):
+                    public = dict(
+                        parse_qsl(calls.pop(0)[len(BATCH_PUBLIC) :], keep_blank_values=True)
+                    )
+                if not calls:
+                    raise _missing("batch")
+                if len(calls) > BATCH_LIMIT:
+                    raise _TopError(
+                        41,
+                        "Invalid arguments",
+                        "isv.invalid-parameter:batch",
+                        f"at most {BATCH_LIMIT} calls in one batch",
+                    )
+            except _TopError as err:
+                answer = self._refused("batch", params, err)
+                return 200, json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+            answers = []
+            for call in calls:
+                own = {} if call == "N" else dict(parse_qsl(call, keep_blank_values=True))
+                merged = {**params, **public, **own}
+                method = merged.get("method", "")
+                try:
+                    handler = self._check_call(merged)
+                except _TopError as err:
+                    answer = self._refused(method, merged, err)
+                else:
+                    answer = self._answer(method, merged, handler)
+                answers.append(json.dumps(answer, ensure_ascii=False, separators=(",", ":")))
+            return 200, separator.join(answers)
+
+    def _outage(self) -> int | None:
+        """Take one request from the injected outage, if any: the HTTP status it answers
+        with, or the TOP error it raises; None when there is none."""
+        if not self._outages:
+            return None
+        outage = self._outages[0]
+        outage.calls -= 1
+        if outage.calls <= 0:
+            self._outages.pop(0)
+        if outage.http_status is not None:
+            return outage.http_status
+        raise _TopError(
+            15, "Remote service error", "isp.top-remote-connection-timeout", "远程服务调用超时"
+        )
+
+    def _request_id(self) -> str:
+        self._counter += 1
+        return f"{self.seed:x}{self._counter:08x}"
+
+    def _refused(self, method: str, params: Mapping[str, str], err: _TopError) -> dict[str, Any]:
+        self.record(RecordedCall(api=method, params=dict(params), error=str(err.code)))
+        error: dict[str, Any] = {"code": err.code, "msg": err.msg}
+        if err.sub_code:
+            error["sub_code"] = err.sub_code
+        if err.sub_msg:
+            error["sub_msg"] = err.sub_msg
+        error["request_id"] = self._request_id()
+        return {"error_response": error}
+
+    def _answer(
+        self,
+        method: str,
+        params: Mapping[str, str],
+        handler: Callable[[Mapping[str, str]], dict[str, Any]],
+    ) -> dict[str, Any]:
+        try:
+            answer = handler(params)
+        except _TopError as err:
+            return self._refused(method, params, err)
+        self.record(RecordedCall(api=method, params=dict(params)))
+        return {response_key(method): {**answer, "request_id": self._request_id()}}
 
     def _check(self, params: Mapping[str, str]) -> Callable[[Mapping[str, str]], dict[str, Any]]:
         """The gateway's checks, in TOP's order; the method's handler when all pass."""
+        handler = self._method(params)
+        self._check_system(params)
+        self._check_quota()
+        self._check_session(params)
+        return handler
+
+    def _check_call(
+        self, params: Mapping[str, str]
+    ) -> Callable[[Mapping[str, str]], dict[str, Any]]:
+        """The checks of one call of a batch (its system parameters were checked with the
+        request's); the method's handler when all pass."""
+        handler = self._method(params)
+        self._check_quota()
+        self._check_session(params)
+        return handler
+
+    def _method(self, params: Mapping[str, str]) -> Callable[[Mapping[str, str]], dict[str, Any]]:
         method = params.get("method", "")
         if not method:
             raise _TopError(21, "Missing method")
         handler = self._handlers().get(method)
         if handler is None:
             raise _TopError(22, "Invalid method")
+        return handler
+
+    def _check_system(self, params: Mapping[str, str], body: str = "") -> None:
+        """The system parameters: app key, timestamp, version, format and the sign (over the
+        parameters and ``body``, for a batch request)."""
         app_key = params.get("app_key", "")
         if not app_key:
             raise _TopError(28, "Missing app key")
@@ -574,9 +683,11 @@ class TmallSandbox(SalesSandbox):
         sent = params.get("sign", "")
         if not sent:
             raise _TopError(24, "Missing signature")
-        expected = top_sign(params, self.app_secret, _method(sign_method))
+        expected = top_sign(params, self.app_secret, _method(sign_method), body=body)
         if not constant_time_equals(expected, sent):
             raise _TopError(25, "Invalid signature")
+
+    def _check_quota(self) -> None:
         if self._throttle > 0:
             self._throttle -= 1
             raise _TopError(
@@ -585,7 +696,9 @@ class TmallSandbox(SalesSandbox):
                 "accesscontrol.limited-by-app-access-count",
                 "This ban will last for 1 more seconds",
             )
-        if method != API.TOKEN_REFRESH:
+
+    def _check_session(self, params: Mapping[str, str]) -> None:
+        if params.get("method") != API.TOKEN_REFRESH:
             session = params.get("session", "")
             if not session:
                 raise _TopError(26, "Missing session")
@@ -594,7 +707,6 @@ class TmallSandbox(SalesSandbox):
                 raise _TopError(27, "Invalid session", "invalid-sessionkey", "SessionKey非法")
             if token.revoked or token.expires_at <= self._now():
                 raise _TopError(27, "Invalid session", "session-expired", "SessionKey过期")
-        return handler
 
     def _handlers(self) -> dict[str, Callable[[Mapping[str, str]], dict[str, Any]]]:
         return {
@@ -1578,6 +1690,32 @@ class TmallSandbox(SalesSandbox):
     def refund_json(self, refund_id: str) -> dict[str, Any]:
         with self._lock:
             return self._refund_json(self._refunds[refund_id])
+
+
+async def _body(receive: Any) -> bytes | None:
+    """An ASGI request's whole body; None when the client went away."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer(send: Any, status: int, content: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(len(content)).encode()),
+                (b"content-type", content_type),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
 
 
 def _refundable(trades: Iterable[_Trade]) -> list[tuple[_Trade, _Line]]:
