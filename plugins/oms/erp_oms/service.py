@@ -2065,9 +2065,10 @@ def writeback(session: Session, parcel: Parcel, channel: Any) -> bool:
 
 #: Write-back calls in flight at once per shop (the connector's rate limiter still applies).
 WRITEBACK_CONCURRENCY = 4
-#: A write-back call slower than this (seconds) waited on the network: the rest of the batch
-#: goes in parallel. Faster ones (a platform's gateway nearby, a local sandbox) cost CPU that
-#: threads would contend for, so they go one by one.
+#: A write-back request that waited longer than this (seconds: its time less the CPU time of
+#: the thread that made it) waited on the network: the rest go in parallel. Those that did
+#: not (a platform's gateway nearby, a local sandbox) cost CPU that threads would contend
+#: for, so they go one by one.
 WRITEBACK_SLOW_CALL = 0.005
 
 
@@ -2078,14 +2079,16 @@ def writeback_many(
     *,
     concurrency: int = WRITEBACK_CONCURRENCY,
     parallel_after: float = WRITEBACK_SLOW_CALL,
+    batch: int | None = None,
 ) -> list[bool]:
     """:func:`writeback` for parcels of one shop (Parcels or their rows from
-    :func:`due_writeback_rows`): what they carry read at once, the platform
-    called for up to ``concurrency`` parcels at a time (the calls touch no database), the
-    outcomes recorded here. True per parcel the platform accepted.
+    :func:`due_writeback_rows`): what they carry read at once, the platform told in requests
+    of up to ``batch`` shipments (default: the connector's ``ship_batch``, through its
+    ``ship_many``; the requests touch no database), the outcomes recorded here. True per
+    parcel the platform accepted (every shipment of it).
 
-    The calls go one by one until one takes longer than ``parallel_after`` seconds (it waited
-    on the network); the rest then go ``concurrency`` at a time."""
+    The requests go one by one until one waits longer than ``parallel_after`` seconds (on the
+    network); the rest then go ``concurrency`` at a time."""
     from erp_core.channels.types import Shipment
 
     if not parcels:
@@ -2114,25 +2117,41 @@ def writeback_many(
             ]
         )
 
-    def send(shipments: list[Any]) -> Exception | None:
-        try:
-            for shipment in shipments:
-                channel.ship(shipment)
-        except Exception as exc:  # the platform refused or could not be reached: retry later
-            return exc
-        return None
+    size = max(1, batch if batch is not None else getattr(channel, "ship_batch", 1))
+    flat = [(n, shipment) for n, c in enumerate(calls) for shipment in c]
+    units = [flat[i : i + size] for i in range(0, len(flat), size)]
 
-    # One by one while the platform answers at once: the calls then cost CPU, which threads
-    # would only contend for. In parallel from the first call that waited on the network.
-    outcomes: list[Exception | None] = []
-    for n, c in enumerate(calls):
-        started = time.perf_counter()
-        outcomes.append(send(c))
-        rest = calls[n + 1 :]
-        if concurrency > 1 and len(rest) > 1 and time.perf_counter() - started > parallel_after:
+    def send(unit: list[tuple[int, Any]]) -> list[Exception | None]:
+        try:
+            if size == 1:
+                channel.ship(unit[0][1])
+                return [None]
+            results = list(channel.ship_many([shipment for _, shipment in unit]))
+        except Exception as exc:  # the platform refused or could not be reached: retry later
+            return [exc] * len(unit)
+        if len(results) != len(unit):  # a connector's mistake: none is taken as accepted
+            wrong = RuntimeError(f"ship_many answered {len(results)} of {len(unit)} shipments")
+            return [wrong] * len(unit)
+        return results
+
+    # One by one while the platform answers at once: the requests then cost CPU, which threads
+    # would only contend for. In parallel from the first request that waited on the network.
+    sent: list[list[Exception | None]] = []
+    for n, unit in enumerate(units):
+        started, cpu = time.perf_counter(), time.thread_time()
+        sent.append(send(unit))
+        waited = time.perf_counter() - started - (time.thread_time() - cpu)
+        rest = units[n + 1 :]
+        if concurrency > 1 and len(rest) > 1 and waited > parallel_after:
             with ThreadPoolExecutor(max_workers=min(concurrency, len(rest))) as pool:
-                outcomes.extend(pool.map(send, rest))
+                sent.extend(pool.map(send, rest))
             break
+    # a parcel's outcome: the first refusal of its shipments, None when all were taken
+    outcomes: list[Exception | None] = [None] * len(parcels)
+    for unit, results in zip(units, sent, strict=True):
+        for (n, _), exc in zip(unit, results, strict=True):
+            if exc is not None and outcomes[n] is None:
+                outcomes[n] = exc
     with _events_together(session):
         return _record_writebacks(session, parcels, outcomes, carried)
 

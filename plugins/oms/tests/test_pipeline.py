@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from erp_connector_tmall.channel import TmallChannel
 from erp_connector_tmall.sandbox import CATALOGUE, TmallSandbox
 from erp_oms import service as svc
 from erp_oms.models import Event, Order, OrderLine, Parcel, ParcelLine, WarehouseRoute
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from erp_core.channels import service as chsvc
 from erp_core.channels import sync
+from erp_core.channels.http import shared_limiter
 from erp_core.channels.interfaces import TokenSet
 from erp_core.inventory import service as inv
 from erp_core.ledger import service as ledger
@@ -492,7 +494,9 @@ def test_shipping_takes_the_stock_last_and_tells_plugins_when_all_is_done(
             assert revenue < min(cogs)  # the stock's entries come after the order's own
 
 
-@pytest.mark.parametrize("latency", [0.0, 0.05])
+@pytest.mark.parametrize(
+    ("latency", "batch", "requests"), [(0.0, None, 1), (0.05, 1, 6), (0.05, 2, 3)]
+)
 def test_write_back_goes_in_parallel_when_the_platform_makes_calls_wait(
     erp_db: Any,
     erp_registry: Any,
@@ -500,9 +504,12 @@ def test_write_back_goes_in_parallel_when_the_platform_makes_calls_wait(
     shop: dict[str, Any],
     sandbox: TmallSandbox,
     latency: float,
+    batch: int | None,
+    requests: int,
 ) -> None:
-    """A platform that answers at once gets the calls one by one (threads would only contend
-    for the CPU); one that makes a call wait gets the rest of them in parallel."""
+    """A platform that answers at once gets the requests one by one (threads would only
+    contend for the CPU); one that makes a request wait gets the rest of them in parallel.
+    Tmall's connector sends up to 20 ship-backs in one request (TOP's batch API)."""
     from erp_oms.writeback import channel_for
 
     now = datetime.now(UTC)
@@ -515,14 +522,24 @@ def test_write_back_goes_in_parallel_when_the_platform_makes_calls_wait(
         parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
         svc.ship_many(s, [(p, f"ZT{p.id:08d}", "ZTO") for p in parcels])
         channel = channel_for(s, erp_registry, erp_settings, shop["account_id"])
-        sandbox.latency, sandbox.max_in_flight = latency, 0
-        # "slow" is a tenth of the latency: far above a loopback call, far below the wait
-        outcomes = svc.writeback_many(s, parcels, channel, parallel_after=latency / 10 or 1.0)
-        sandbox.latency = 0.0
+        # the shop's rate limit (10 calls a second) would space the requests further apart
+        # than the latency: this test is about the latency alone
+        limiter = shared_limiter("tmall", qps=TmallChannel.qps)
+        limiter.set_rate(sandbox.shop_id, qps=10_000, burst=100)
+        sandbox.latency, sandbox.max_in_flight, before = latency, 0, sandbox.requests
+        try:
+            # "slow" is a tenth of the latency: far above a loopback call, far below the wait
+            outcomes = svc.writeback_many(
+                s, parcels, channel, parallel_after=latency / 10 or 1.0, batch=batch
+            )
+        finally:
+            sandbox.latency = 0.0
+            limiter.set_rate(sandbox.shop_id, qps=TmallChannel.qps, burst=5)
         assert outcomes == [True] * 6
         assert [p.writeback for p in parcels] == ["done"] * 6
-        if latency:
-            assert 2 <= sandbox.max_in_flight <= svc.WRITEBACK_CONCURRENCY
+        assert sandbox.requests - before == requests
+        if latency:  # the first request waited: the others went at once
+            assert 2 <= sandbox.max_in_flight <= min(requests - 1, svc.WRITEBACK_CONCURRENCY)
         else:
             assert sandbox.max_in_flight == 1
     assert len(sandbox.shipments()) == 6
