@@ -556,13 +556,13 @@ class TmallChannel(SalesChannel):
 
     # --- settings ------------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def endpoint(self) -> str:
         """The gateway URL: the account's ``base_url`` (a bare host gets ``/router/rest``)."""
         url = self.context.base_url or self.context.config.get("base_url") or GATEWAY
         return _gateway(str(url))
 
-    @property
+    @functools.cached_property
     def batch_endpoint(self) -> str | None:
         """The batch gateway beside :attr:`endpoint` (``…/router/batch``); None when the
         endpoint is not at TOP's router path (a proxy of the merchant's: no batch calls)."""
@@ -763,7 +763,7 @@ class TmallChannel(SalesChannel):
         refused as a whole for a business reason (an app without the batch API). A batch
         refused for its signature or session, or not answered through all its retries, is
         that error for each of its shipments."""
-        url = self.batch_endpoint
+        url = self.batch_endpoint if len(shipments) > 1 else None
         if url is None:
             return super().ship_many(shipments)
         out: list[Exception | None] = []

@@ -2123,7 +2123,7 @@ def writeback_many(
 
     def send(unit: list[tuple[int, Any]]) -> list[Exception | None]:
         try:
-            if size == 1:
+            if len(unit) == 1:
                 channel.ship(unit[0][1])
                 return [None]
             results = list(channel.ship_many([shipment for _, shipment in unit]))
