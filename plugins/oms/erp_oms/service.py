@@ -2138,12 +2138,15 @@ def writeback_many(
     # would only contend for. In parallel from the first request that waited on the network.
     sent: list[list[Exception | None]] = []
     for n, unit in enumerate(units):
+        left = len(units) - n - 1
+        if concurrency < 2 or left < 2:  # nothing to go in parallel after this one
+            sent.append(send(unit))
+            continue
         started, cpu = time.perf_counter(), time.thread_time()
         sent.append(send(unit))
-        waited = time.perf_counter() - started - (time.thread_time() - cpu)
-        rest = units[n + 1 :]
-        if concurrency > 1 and len(rest) > 1 and waited > parallel_after:
-            with ThreadPoolExecutor(max_workers=min(concurrency, len(rest))) as pool:
+        if time.perf_counter() - started - (time.thread_time() - cpu) > parallel_after:
+            rest = units[n + 1 :]
+            with ThreadPoolExecutor(max_workers=min(concurrency, left)) as pool:
                 sent.extend(pool.map(send, rest))
             break
     # a parcel's outcome: the first refusal of its shipments, None when all were taken
