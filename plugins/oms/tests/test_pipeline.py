@@ -585,6 +585,44 @@ def test_write_back_calls_in_parallel_and_keeps_each_refusal_on_its_parcel(
         assert known not in got
 
 
+def test_a_merged_parcel_in_a_batch_is_written_back_only_when_each_of_its_orders_is(
+    erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
+) -> None:
+    """A parcel carrying two merged orders is two calls of the batch request: one refused
+    fails the parcel (the other call went through, and goes again harmlessly next time), the
+    other parcels of the batch are done; the next run writes back what is due, once."""
+    now = datetime.now(UTC)
+    tids = [
+        sandbox.order_with_status("WAIT_SELLER_SEND_GOODS", at=now - timedelta(hours=h), lines=1)
+        for h in (3, 4, 5, 6)
+    ]
+    _sync(erp_db, erp_registry, erp_settings, shop)
+    tid = shop["tenant"].id
+    with erp_db.tenant_session(tid) as s:
+        orders = {o.platform_order_id: o for o in s.scalars(select(Order))}
+        first, second = orders[tids[0]], orders[tids[1]]
+        second.buyer_key, second.address_key = first.buyer_key, first.address_key
+        s.flush()
+        result = svc.process(s)
+        assert result.merged == 1 and result.reserved == 3
+        parcels = list(s.scalars(select(Parcel).where(Parcel.state == "reserved")))
+        svc.ship_many(s, [(p, f"JT{p.id:09d}", "JTSD") for p in parcels])
+        merged = next(p for p in parcels if p.order_id in (first.id, second.id))
+        second.platform_order_id = "404404404"  # the platform does not know this one
+        before = sandbox.requests
+        assert run_due(s, erp_registry, erp_settings) == {"done": 2, "failed": 1}
+        assert sandbox.requests - before == 1  # four calls, one request
+        assert merged.writeback == "failed" and "B01" in merged.writeback_error
+        assert {p.writeback for p in parcels if p is not merged} == {"done"}
+        assert tids[0] in {x["order_id"] for x in sandbox.shipments()}
+        second.platform_order_id = tids[1]
+        merged.writeback_next_at = now - timedelta(minutes=1)
+        assert run_due(s, erp_registry, erp_settings) == {"done": 1, "failed": 0}
+        assert merged.writeback == "done"
+    shipped = [x["order_id"] for x in sandbox.shipments()]
+    assert sorted(shipped) == sorted(tids[:4]) and len(shipped) == 4
+
+
 def test_a_shipment_undone_by_a_savepoint_leaves_parcel_and_order_as_stored(
     erp_db: Any, erp_registry: Any, erp_settings: Any, shop: dict[str, Any], sandbox: TmallSandbox
 ) -> None:
