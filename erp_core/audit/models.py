@@ -16,6 +16,7 @@ class AuditEvent(TenantScoped, Base):
     (a failed login for an unknown address); such events are visible only to operators (CLI)."""
 
     __tablename__ = "core_audit_event"
+    __tenant_index__ = False  # the (tenant_id, id) index starts with it
     __table_args__ = (Index("ix_core_audit_event_tenant_id_id", "tenant_id", "id"),)
     __tenant_nullable__ = True
 

@@ -207,6 +207,7 @@ class Quant(TenantScoped, Base):
     """
 
     __tablename__ = "inv_quant"
+    __tenant_index__ = False  # the unique constraint and the warehouse index start with it
     __table_args__ = (
         UniqueConstraint("tenant_id", "sku_id", "location_id", "lot_key"),
         CheckConstraint("quantity >= 0", name="quantity_nonnegative"),

@@ -51,6 +51,7 @@ class JournalEntry(TenantScoped, Base):
     """A posted journal entry: immutable once inserted."""
 
     __tablename__ = "ledger_entry"
+    __tenant_index__ = False  # the key, date and source indexes start with it
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),
         UniqueConstraint("reverses_id"),
@@ -81,6 +82,7 @@ class Posting(TenantScoped, Base):
     """One line of an entry: an amount on an account, with its dimensions. Immutable."""
 
     __tablename__ = "ledger_posting"
+    __tenant_index__ = False  # the account and dimension indexes start with it
     __table_args__ = (
         UniqueConstraint("entry_id", "line"),
         Index("ix_ledger_posting_tenant_account_date", "tenant_id", "account_id", "date"),

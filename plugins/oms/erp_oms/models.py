@@ -53,6 +53,7 @@ WRITEBACK_STATES = ("none", "pending", "done", "failed")
 
 class Order(TenantScoped, Base):
     __tablename__ = "oms_order"
+    __tenant_index__ = False  # the platform key and the status and buyer indexes start with it
     __table_args__ = (
         UniqueConstraint("tenant_id", "channel_account_id", "platform_order_id"),
         Index("ix_oms_order_tenant_status_id", "tenant_id", "status", "id"),
@@ -121,6 +122,7 @@ class Order(TenantScoped, Base):
 
 class OrderLine(TenantScoped, Base):
     __tablename__ = "oms_order_line"
+    __tenant_index__ = False  # the unique constraint and the unmapped index start with it
     __table_args__ = (
         UniqueConstraint("tenant_id", "order_id", "line_id"),
         Index("ix_oms_order_line_order", "order_id"),
@@ -152,6 +154,7 @@ class Parcel(TenantScoped, Base):
     """What leaves one warehouse with one courier and one tracking number."""
 
     __tablename__ = "oms_parcel"
+    __tenant_index__ = False  # the state, write-back and trail indexes start with it
     __table_args__ = (
         Index("ix_oms_parcel_tenant_state", "tenant_id", "state", "id"),
         Index("ix_oms_parcel_writeback", "tenant_id", "writeback", "id"),
@@ -355,6 +358,7 @@ class StockDirty(TenantScoped, Base):
     it in the transaction of the change; the push task clears it after pushing)."""
 
     __tablename__ = "oms_stock_dirty"
+    __tenant_index__ = False  # the unique constraint starts with it
     __table_args__ = (UniqueConstraint("tenant_id", "sku_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
