@@ -42,11 +42,12 @@ def test_a_released_savepoint_commits_with_its_transaction(erp_db):
 
 def test_sqlite_connections_are_kept_and_keep_their_settings(tmp_path):
     """A file database keeps its connections between transactions (no pragmas and schema
-    read per transaction), each with foreign keys enforced; a rolled-back transaction leaves
+    read per transaction), each with foreign keys enforced and its write-ahead log
+    checkpointed less often than SQLite's default; a rolled-back transaction leaves
     nothing on the connection the next one gets; threads never wait for a connection."""
     import threading
 
-    from erp_core.db.session import Database
+    from erp_core.db.session import WAL_AUTOCHECKPOINT_PAGES, Database
 
     db = Database(f"sqlite:///{tmp_path / 'pool.sqlite'}")
     opened: list[object] = []
@@ -58,6 +59,10 @@ def test_sqlite_connections_are_kept_and_keep_their_settings(tmp_path):
         for _ in range(3):
             with db.engine.connect() as conn:
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+                pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+                assert pages == WAL_AUTOCHECKPOINT_PAGES > 1000  # SQLite's default
                 with pytest.raises(IntegrityError):
                     conn.exec_driver_sql("INSERT INTO c VALUES (7)")
                 conn.rollback()
